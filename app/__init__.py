@@ -1,0 +1,8 @@
+"""VisionCraftAI: a paid image-generation service."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("visioncraft")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"

@@ -1,0 +1,63 @@
+"""FastAPI dependencies: the services, the authenticated caller and scope checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.accounts.keys import Principal, Scope
+from app.container import Services
+from app.errors import AuthenticationError
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """Return the token of an `Authorization: Bearer` header, or None when there is none."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError(
+            "The Authorization header must read `Bearer <API key>`.", code="malformed_authorization"
+        )
+    return token.strip()
+
+
+async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    token = bearer_token(request)
+    if token is None:
+        raise AuthenticationError(
+            "No API key was sent. Send `Authorization: Bearer <API key>`; create a key with "
+            "`visioncraft keys create --name NAME`.",
+            code="missing_api_key",
+        )
+    principal = await services.keys.authenticate(token)
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticate)]
+
+
+def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
+    """Build a dependency that authenticates the caller and checks that its key carries `scope`."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        principal.require(scope)
+        return principal
+
+    return check
+
+
+GeneratorDep = Annotated[Principal, Depends(require_scope(Scope.IMAGES_GENERATE))]
+ReaderDep = Annotated[Principal, Depends(require_scope(Scope.IMAGES_READ))]

@@ -1,0 +1,265 @@
+"""RFC 9457 problem details: the one place where errors become HTTP responses.
+
+Every error body is `application/problem+json` with `type`, `title`, `status`, `detail`,
+`instance`, a stable `code` and the `request_id`, plus an `error` member in OpenAI's shape
+(`message`, `type`, `param`, `code`) so that OpenAI clients raise their typed exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.errors import (
+    AuthenticationError,
+    ConflictError,
+    ContentPolicyViolation,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ServiceError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    UpstreamUnavailableError,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+ERRORS_PAGE = "/docs/errors"
+
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    InvalidRequestError: 422,
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    ContentPolicyViolation: 422,
+    RateLimitedError: 429,
+    UpstreamError: 502,
+    UpstreamUnavailableError: 503,
+    UpstreamTimeoutError: 504,
+}
+
+# OpenAI's error `type` for each status, which its clients and tooling look at.
+OPENAI_TYPE_BY_STATUS = {
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+TITLE_BY_STATUS = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Invalid request",
+    500: "Internal server error",
+}
+
+
+def status_for(error: ServiceError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 400
+
+
+def problem_body(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    title: str | None = None,
+    param: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    request_id = getattr(request.state, "request_id", None)
+    default_type = "server_error" if status >= 500 else "invalid_request_error"
+    openai_type = OPENAI_TYPE_BY_STATUS.get(status, default_type)
+    base_url = getattr(request.app.state, "public_base_url", "") if "app" in request.scope else ""
+    body: dict[str, Any] = {
+        "type": f"{base_url}{ERRORS_PAGE}#{code}",
+        "title": title or TITLE_BY_STATUS.get(status, "Request failed"),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "code": code,
+        "request_id": request_id,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    if extra:
+        body.update({key: value for key, value in extra.items() if key not in body})
+    body["error"] = {"message": detail, "type": openai_type, "param": param, "code": code}
+    return body
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    detail: str,
+    title: str | None = None,
+    param: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = problem_body(
+        request,
+        status=status,
+        code=code,
+        detail=detail,
+        title=title,
+        param=param,
+        errors=errors,
+        extra=extra,
+    )
+    return JSONResponse(
+        body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+async def handle_service_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    status = status_for(error)
+    headers: dict[str, str] = {}
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer realm="visioncraft", error="invalid_token"'
+        if error.instance_code == "missing_api_key":
+            headers["WWW-Authenticate"] = 'Bearer realm="visioncraft"'
+    if isinstance(error, RateLimitedError):
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    param = error.field if isinstance(error, InvalidRequestError) else None
+    errors = [{"field": param, "message": error.detail}] if param else None
+    extra = dict(error.extra)
+    if isinstance(error, RateLimitedError):
+        extra.setdefault("retry_after_s", max(1, math.ceil(error.retry_after_s)))
+    return problem_response(
+        request,
+        status=status,
+        code=error.instance_code,
+        title=error.title,
+        detail=error.detail,
+        param=param,
+        errors=errors,
+        extra=extra,
+        headers=headers,
+    )
+
+
+def _field_name(location: Sequence[Any]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _clean_message(message: str) -> str:
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+async def handle_validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = list(error.errors())
+    if request.method in {"POST", "PUT", "PATCH"} and not _is_json(
+        request.headers.get("content-type")
+    ):
+        content_type = request.headers.get("content-type") or "none"
+        return problem_response(
+            request,
+            status=415,
+            code="unsupported_media_type",
+            detail=f"Content-Type {content_type!r} is not accepted: send the body as JSON with "
+            "`Content-Type: application/json`.",
+        )
+    if any(item.get("type") == "json_invalid" for item in problems):
+        reason = next(item for item in problems if item.get("type") == "json_invalid")
+        context = reason.get("ctx") or {}
+        return problem_response(
+            request,
+            status=400,
+            code="invalid_json",
+            detail=f"The request body is not valid JSON ({context.get('error', 'parse error')}). "
+            "Send a JSON object.",
+        )
+    fields = [
+        {
+            "field": _field_name(item.get("loc", ())),
+            "message": _clean_message(str(item.get("msg", "invalid value"))),
+            "type": item.get("type"),
+        }
+        for item in problems
+    ]
+    first = fields[0]
+    more = f" ({len(fields) - 1} more problems in `errors`)" if len(fields) > 1 else ""
+    return problem_response(
+        request,
+        status=422,
+        code="validation_error",
+        detail=f"Invalid `{first['field']}`: {first['message']}{more}",
+        param=str(first["field"]),
+        errors=fields,
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    status = error.status_code
+    if status == 404:
+        detail = (
+            f"No route matches {request.method} {request.url.path}. See the API reference at /docs."
+        )
+        code = "route_not_found"
+    elif status == 413:
+        detail = str(error.detail)
+        code = "request_too_large"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}."
+        code = "method_not_allowed"
+    else:
+        detail = str(error.detail)
+        code = TITLE_BY_STATUS.get(status, "http_error").lower().replace(" ", "_")
+    return problem_response(
+        request, status=status, code=code, detail=detail, headers=dict(error.headers or {})
+    )
+
+
+async def handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return problem_response(
+        request,
+        status=500,
+        code="internal_error",
+        detail="The server failed to complete the request. It was logged; quote the request_id "
+        "when you contact support.",
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, handle_service_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(Exception, handle_unexpected_error)

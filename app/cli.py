@@ -1,0 +1,289 @@
+"""The `visioncraft` command: serve, migrate, manage keys, and generate images locally."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from app.accounts.keys import KeyMode, describe_key
+from app.container import Services, build_backends, build_services
+from app.errors import ServiceError
+from app.generation.backend import ImageSpec
+from app.generation.options import (
+    ASPECT_RATIOS,
+    MAX_IMAGES_PER_REQUEST,
+    MAX_SEED,
+    STYLES,
+    ImageSize,
+    compose_prompt,
+)
+from app.main import prepare_database
+from app.settings import Settings
+from app.storage.database import upgrade_database
+from telemetry import configure_logging
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with exit status 1."""
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    services = build_services(settings)
+    try:
+        await prepare_database(services)
+        yield services
+    finally:
+        await services.aclose()
+
+
+def command_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.main import create_app
+
+    if args.workers != 1:
+        raise CommandError(
+            f"--workers {args.workers} is not supported: metrics are per process, so run one worker "
+            "per container and scale with replicas (Kubernetes) or several `serve` processes."
+        )
+    settings = settings.model_copy(
+        update={"host": args.host or settings.host, "port": args.port or settings.port}
+    )
+    configure_logging(json_lines=settings.resolved_log_format == "json", level=settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def command_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    configure_logging(json_lines=settings.resolved_log_format == "json", level=settings.log_level)
+    upgrade_database(settings.resolved_database_url)
+    print("The database is at the newest migration.")
+
+
+async def command_keys_create(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        if args.account:
+            account = await services.accounts.get_by_email(args.account)
+        else:
+            account = await services.accounts.ensure_local_account()
+        scopes = [scope for scope in args.scopes.split(",")] if args.scopes else None
+        created = await services.keys.create(
+            account.id,
+            name=args.name,
+            mode=KeyMode.TEST if args.test else KeyMode.LIVE,
+            scopes=scopes,
+        )
+    print(created.token)
+    print(
+        f"Created key {created.row.id} ({created.row.mode}) for {account.email} with scopes "
+        f"{created.row.scopes.replace(' ', ', ')}. Store it now: it is not shown again.",
+        file=sys.stderr,
+    )
+
+
+async def command_keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        account_id = (
+            (await services.accounts.get_by_email(args.account)).id if args.account else None
+        )
+        rows = await services.keys.list(account_id)
+    if not rows:
+        print("No API keys yet. Create one with `visioncraft keys create --name NAME`.")
+        return
+    print(f"{'KEY ID':<18} {'MODE':<5} {'STATUS':<8} {'NAME':<24} {'KEY':<34} SCOPES")
+    for row in rows:
+        described = describe_key(row)
+        status = "revoked" if row.revoked_at else "active"
+        print(
+            f"{row.id:<18} {row.mode:<5} {status:<8} {row.name[:24]:<24} "
+            f"{described['redacted']!s:<34} {row.scopes.replace(' ', ',')}"
+        )
+
+
+async def command_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        row = await services.keys.revoke(args.key_id)
+    print(f"Revoked key {row.id} ({row.name}).")
+
+
+async def command_generate(settings: Settings, args: argparse.Namespace) -> None:
+    backend_name = settings.resolved_backend.value
+    backend = build_backends(settings)[backend_name]
+    model = args.model or backend.models()[0].id
+    spec = ImageSpec(
+        prompt=compose_prompt(args.prompt, style=args.style, negative_prompt=args.negative_prompt),
+        model=model,
+        aspect_ratio=args.aspect_ratio,
+        image_size=ImageSize(args.image_size),
+        count=args.n,
+        seed=args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        style=args.style,
+    )
+    try:
+        task = asyncio.create_task(backend.generate(spec))
+        result = await _show_progress(
+            task, f"Generating {args.n} image(s) with {backend_name} ({model})"
+        )
+    finally:
+        await backend.aclose()
+    for path, image in zip(
+        _output_paths(Path(args.output), len(result.images)), result.images, strict=True
+    ):
+        path.write_bytes(image.data)
+        print(f"{path} {image.width}x{image.height} seed {image.seed}")
+
+
+async def _show_progress(task: asyncio.Task[T], label: str) -> T:
+    """Await `task`, redrawing the elapsed time on stderr twice a second when it is a terminal."""
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+    if not interactive:
+        print(f"{label} ...", file=sys.stderr)
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.5)
+        if interactive:
+            print(
+                f"\r{label} ... {time.monotonic() - started:.1f} s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+    if interactive:
+        print(file=sys.stderr)
+    return task.result()
+
+
+def _output_paths(output: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{index + 1}{output.suffix}") for index in range(count)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visioncraft", description="Run and manage VisionCraftAI."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="Start the HTTP service.")
+    serve.add_argument(
+        "--host", help="Address to listen on (default: VISIONCRAFT_HOST or 127.0.0.1)."
+    )
+    serve.add_argument(
+        "--port", type=int, help="Port to listen on (default: VISIONCRAFT_PORT or 8000)."
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="Only 1 is supported; scale with replicas."
+    )
+
+    commands.add_parser("migrate", help="Apply pending database migrations.")
+
+    keys = commands.add_parser("keys", help="Create, list and revoke API keys.")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_commands.add_parser("create", help="Create a key and print it once.")
+    create.add_argument("--name", required=True, help="A label for the key, 1 to 100 characters.")
+    create.add_argument(
+        "--account", metavar="EMAIL", help="Owner account (default: the local account)."
+    )
+    create.add_argument(
+        "--test", action="store_true", help="A vc_test_ key: demo backend, no credits."
+    )
+    create.add_argument(
+        "--scopes",
+        help="Comma-separated scopes (default: images:generate,images:read,keys:manage).",
+    )
+    listing = key_commands.add_parser("list", help="List keys without their secrets.")
+    listing.add_argument("--account", metavar="EMAIL", help="Only this account's keys.")
+    revoke = key_commands.add_parser("revoke", help="Revoke a key by its id.")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+    generate = commands.add_parser("generate", help="Generate images locally, without the server.")
+    generate.add_argument("prompt", metavar="PROMPT")
+    generate.add_argument(
+        "-o", "--output", default="out.png", help="Output PNG file (default: out.png)."
+    )
+    generate.add_argument(
+        "--aspect-ratio", default="1:1", choices=ASPECT_RATIOS, help="Aspect ratio."
+    )
+    generate.add_argument("--image-size", default="1K", choices=[size.value for size in ImageSize])
+    generate.add_argument("--style", choices=STYLES, help="Style hint added to the prompt.")
+    generate.add_argument("--negative-prompt", help="What to leave out of the image.")
+    generate.add_argument("--seed", type=_seed, help=f"Seed, 0 to {MAX_SEED}; random when unset.")
+    generate.add_argument("--model", help="Model id (default: the backend's default model).")
+    generate.add_argument(
+        "-n", type=_image_count, default=1, help=f"Number of images, 1 to {MAX_IMAGES_PER_REQUEST}."
+    )
+    return parser
+
+
+def _bounded_int(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+    return value
+
+
+def _seed(text: str) -> int:
+    return _bounded_int(text, 0, MAX_SEED)
+
+
+def _image_count(text: str) -> int:
+    return _bounded_int(text, 1, MAX_IMAGES_PER_REQUEST)
+
+
+ASYNC_COMMANDS = {
+    ("keys", "create"): command_keys_create,
+    ("keys", "list"): command_keys_list,
+    ("keys", "revoke"): command_keys_revoke,
+    ("generate", None): command_generate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.command == "serve":
+            command_serve(settings, args)
+        elif args.command == "migrate":
+            command_migrate(settings, args)
+        else:
+            handler = ASYNC_COMMANDS[(args.command, getattr(args, f"{args.command}_command", None))]
+            asyncio.run(handler(settings, args))
+    except (ServiceError, CommandError) as error:
+        print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
+        return 1
+    except ValidationError as error:
+        print(f"error: invalid settings: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # UnsafeSettingsError and other setting problems
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The service objects of one running app, built from the settings and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.accounts.keys import KeyService
+from app.accounts.service import AccountService
+from app.generation.backend import ImageBackend
+from app.generation.demo import DemoBackend
+from app.generation.service import GenerationService
+from app.settings import BackendName, ImageStoreName, Settings
+from app.storage.blobs import ImageStore, LocalImageStore
+from app.storage.database import create_engine, create_session_factory
+from app.storage.signing import UrlSigner
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    store: ImageStore
+    accounts: AccountService
+    keys: KeyService
+    generation: GenerationService
+    signer: UrlSigner
+
+    async def aclose(self) -> None:
+        await self.generation.aclose()
+        await self.store.aclose()
+        await self.engine.dispose()
+
+
+def build_backends(settings: Settings) -> dict[str, ImageBackend]:
+    """Build the demo backend (always, for test keys) and the gemini one when it is configured."""
+    backends: dict[str, ImageBackend] = {"demo": DemoBackend()}
+    if settings.resolved_backend is BackendName.GEMINI:
+        from app.generation.gemini import GeminiBackend  # imported only when configured
+
+        backends["gemini"] = GeminiBackend(settings.gemini_model)
+    return backends
+
+
+def build_store(settings: Settings) -> ImageStore:
+    if settings.image_store is ImageStoreName.LOCAL:
+        return LocalImageStore(settings.data_dir / "images")
+    raise NotImplementedError("the gcs image store is not built yet")
+
+
+def build_services(settings: Settings) -> Services:
+    engine = create_engine(settings.resolved_database_url)
+    sessions = create_session_factory(engine)
+    store = build_store(settings)
+    generation = GenerationService(
+        sessions=sessions,
+        store=store,
+        backends=build_backends(settings),
+        live_backend=settings.resolved_backend.value,
+        backend_timeout_s=settings.backend_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        store=store,
+        accounts=AccountService(sessions),
+        keys=KeyService(sessions, settings.resolved_secret_key),
+        generation=generation,
+        signer=UrlSigner(settings.resolved_secret_key),
+    )

@@ -1,0 +1,93 @@
+"""create_app(settings): wires the services, routes and middleware; the lifespan runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from fastapi import APIRouter, FastAPI
+
+from app import __version__
+from app.api import images
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import install_problem_handlers
+from app.container import Services, build_services
+from app.settings import Settings, get_settings
+from app.storage.database import is_database_current, migrate
+from app.storage.tables import utc_now
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+RETENTION_INTERVAL_S = 3600.0
+
+
+async def prepare_database(services: Services) -> None:
+    """Migrate in development; in production only check, because a Job runs `visioncraft migrate`."""
+    settings = services.settings
+    if not settings.is_production:
+        await migrate(settings.resolved_database_url)
+    elif not await is_database_current(services.engine):
+        logger.error("the database is not at the newest migration: run `visioncraft migrate`")
+    await services.accounts.ensure_local_account()
+
+
+async def delete_expired_images_forever(services: Services) -> None:
+    """Delete images past IMAGE_RETENTION_DAYS now and then every hour."""
+    retention = timedelta(days=services.settings.image_retention_days)
+    while True:
+        try:
+            await services.generation.delete_expired_images(utc_now() - retention)
+        except Exception:  # the next round retries; a failed sweep must not stop the service
+            logger.exception("deleting expired images failed")
+        await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    services: Services = app.state.services
+    await prepare_database(services)
+    retention_task = asyncio.create_task(delete_expired_images_forever(services))
+    logger.info(
+        "VisionCraftAI %s started: backend %s, database %s",
+        __version__,
+        services.settings.resolved_backend.value,
+        services.engine.url.get_backend_name(),
+    )
+    try:
+        yield
+    finally:
+        retention_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention_task
+        still_running = await services.generation.wait_for_in_flight(
+            services.settings.request_timeout_s
+        )
+        if still_running:
+            logger.warning("stopping with %s generations still running", still_running)
+        await services.aclose()
+        logger.info("VisionCraftAI stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = build_services(settings)
+    app = FastAPI(
+        title="VisionCraftAI",
+        version=__version__,
+        description="Image generation with an OpenAI-compatible API.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.public_base_url = settings.resolved_public_base_url
+    install_problem_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(images.router)
+    app.include_router(api)
+
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app
