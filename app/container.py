@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
+from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.keys import KeyService
@@ -20,6 +22,8 @@ from app.storage.signing import UrlSigner
 @dataclass
 class Services:
     settings: Settings
+    meter_provider: MeterProvider
+    tracer_provider: TracerProvider
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: ImageStore
@@ -50,7 +54,19 @@ def build_store(settings: Settings) -> ImageStore:
     raise NotImplementedError("the gcs image store is not built yet")
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(
+    settings: Settings,
+    *,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Services:
+    """Build every service object; each takes its Meter and Tracer from the given providers.
+
+    The app owns its providers (no global ones), so tests can build two apps in one process.
+    Without providers, the no-op ones record nothing.
+    """
+    meter_provider = meter_provider or NoOpMeterProvider()
+    tracer_provider = tracer_provider or NoOpTracerProvider()
     engine = create_engine(settings.resolved_database_url)
     sessions = create_session_factory(engine)
     store = build_store(settings)
@@ -64,6 +80,8 @@ def build_services(settings: Settings) -> Services:
     )
     return Services(
         settings=settings,
+        meter_provider=meter_provider,
+        tracer_provider=tracer_provider,
         engine=engine,
         sessions=sessions,
         store=store,
