@@ -58,3 +58,22 @@ def test_json_formatter_writes_extras_and_exception() -> None:
     assert line["level"] == "ERROR"
     assert line["request_id"] == "req_1"
     assert "ValueError: boom" in line["exception"]
+
+
+def test_plain_starlette_route_is_named(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="visioncraft.access")
+    client.get("/docs")
+    records = [record for record in caplog.records if record.name == "visioncraft.access"]
+
+    assert records[-1].http_route == "/docs"  # type: ignore[attr-defined]
+
+
+def test_unmatched_path_has_one_label(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="visioncraft.access")
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+    routes = {record.http_route for record in caplog.records if record.name == "visioncraft.access"}  # type: ignore[attr-defined]
+
+    assert routes == {"(unmatched)"}

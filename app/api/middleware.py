@@ -38,7 +38,16 @@ def route_template(scope: Scope) -> str | None:
             return template
     route = scope.get("route")
     template = getattr(route, "path", None)
-    return template if isinstance(template, str) else None
+    if isinstance(template, str):
+        return template
+    # Routes added with `app.add_route` (such as /docs) leave only their endpoint in the scope.
+    endpoint = scope.get("endpoint")
+    if endpoint is not None and "app" in scope:
+        for candidate in scope["app"].routes:
+            if getattr(candidate, "endpoint", None) is endpoint:
+                path = getattr(candidate, "path", None)
+                return path if isinstance(path, str) else None
+    return None
 
 
 class BodyTooLargeError(HTTPException):
