@@ -6,7 +6,9 @@ import asyncio
 import gc
 import os
 import secrets
+import shutil
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -45,6 +47,20 @@ def require_server_variable(variable: str, what: str) -> str:
     if running_in_ci():
         pytest.fail(f"{variable} is unset in CI: .ci/run must point it at the {what} server")
     pytest.skip(f"{variable} is unset: set it to a {what} URL to run this test")
+
+
+def require_tool(name: str, install: str) -> str:
+    """Return the path of the command `name`; skip when it is missing, but fail in CI.
+
+    Commands that pip installs into the virtualenv are found beside the running Python too.
+    """
+    beside_python = Path(sys.executable).parent / name
+    path = shutil.which(name) or (str(beside_python) if beside_python.exists() else None)
+    if path:
+        return path
+    if running_in_ci():
+        pytest.fail(f"{name} is missing in CI: .ci/run must install it ({install})")
+    pytest.skip(f"{name} is missing: install it ({install}) to run this test")
 
 
 @pytest.fixture
