@@ -28,6 +28,8 @@ PLACEHOLDERS = {
     "${IMAGE}": "asia-northeast1-docker.pkg.dev/visioncraft-test/visioncraft/visioncraft:1",
     "${PUBLIC_BASE_URL}": "https://visioncraft.example.com",
     "${GCS_BUCKET}": "visioncraft-images",
+    "${NETWORK}": "default",
+    "${SUBNET}": "default",
 }
 # Values for the variables that the manifests take from Secret Manager.
 SECRET_VALUES = {
@@ -140,6 +142,14 @@ def test_collector_sidecar_starts_first(service: dict[str, Any]) -> None:
     assert environment(containers_by_name(service)["app"])["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
         "http://localhost:4317"
     )
+
+
+def test_service_reaches_private_network(service: dict[str, Any]) -> None:
+    annotations = service["spec"]["template"]["metadata"]["annotations"]
+    interfaces = json.loads(annotations["run.googleapis.com/network-interfaces"])
+
+    assert interfaces == [{"network": "default", "subnetwork": "default"}]
+    assert annotations["run.googleapis.com/vpc-access-egress"] == "private-ranges-only"
 
 
 def test_request_timeout_is_below_cloud_run_timeout(
