@@ -81,7 +81,7 @@ class GcsImageStore:
         self._client_lock = asyncio.Lock()
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        """Store `data` under a new `key`. Keys are never reused, so an existing object is an error."""
+        """Store `data` under a new `key`; an existing object under `key` with other bytes is an error."""
         validate_storage_key(key)
         await self._run(self._upload, key, data, content_type)
 
