@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench clean stack-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Write .env with new random secrets for docker-compose.yml; an existing .env is kept.
+stack-env:
+	@if [ -e .env ]; then echo ".env exists; it is kept as it is."; else umask 077 && \
+	$(PYTHON) -c 'import secrets; token = lambda: secrets.token_urlsafe(32); \
+	print(f"SECRET_KEY={token()}\nMETRICS_TOKEN={token()}\nPOSTGRES_PASSWORD={token()}\nGRAFANA_ADMIN_PASSWORD={token()}\nGEMINI_API_KEY=")' > .env \
+	&& chmod 600 .env && echo "Wrote .env with new secrets for docker compose."; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from app.accounts.service import AccountService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
 from app.generation.service import GenerationService
-from app.settings import BackendName, ImageStoreName, Settings
+from app.settings import GCS_BUCKET_MISSING, BackendName, ImageStoreName, Settings
 from app.storage.blobs import ImageStore, LocalImageStore
 from app.storage.database import create_engine, create_session_factory
 from app.storage.signing import UrlSigner
@@ -49,9 +49,14 @@ def build_backends(settings: Settings) -> dict[str, ImageBackend]:
 
 
 def build_store(settings: Settings) -> ImageStore:
+    """Build the image store that IMAGE_STORE names."""
     if settings.image_store is ImageStoreName.LOCAL:
         return LocalImageStore(settings.data_dir / "images")
-    raise NotImplementedError("the gcs image store is not built yet")
+    if not settings.gcs_bucket:
+        raise ValueError(GCS_BUCKET_MISSING)
+    from app.storage.gcs import GcsImageStore  # imported only when configured
+
+    return GcsImageStore(settings.gcs_bucket)
 
 
 def build_services(

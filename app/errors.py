@@ -95,6 +95,13 @@ class UpstreamUnavailableError(ServiceError):
     title = "Image backend unavailable"
 
 
+class ImageStoreUnavailableError(ServiceError):
+    """The image store cannot store or serve image bytes: it is down or misconfigured."""
+
+    code = "image_store_unavailable"
+    title = "Image storage unavailable"
+
+
 class UpstreamTimeoutError(ServiceError):
     code = "backend_timeout"
     title = "Image backend timed out"

@@ -15,6 +15,7 @@ from app.api import images
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.container import Services, build_services
+from app.errors import ServiceError
 from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
@@ -35,6 +36,18 @@ async def prepare_database(services: Services) -> None:
     await services.accounts.ensure_local_account()
 
 
+async def check_image_store(services: Services) -> None:
+    """Log an error naming the setting to fix when the image store cannot be used.
+
+    The service still starts, so that it recovers without a restart once the store works; until
+    then every call that reads or writes image bytes fails with the same error.
+    """
+    try:
+        await services.store.check()
+    except ServiceError as error:
+        logger.error("the %s image store is not usable: %s", services.store.name, error.detail)
+
+
 async def delete_expired_images_forever(services: Services) -> None:
     """Delete images past IMAGE_RETENTION_DAYS now and then every hour."""
     retention = timedelta(days=services.settings.image_retention_days)
@@ -50,12 +63,14 @@ async def delete_expired_images_forever(services: Services) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     await prepare_database(services)
+    await check_image_store(services)
     retention_task = asyncio.create_task(delete_expired_images_forever(services))
     logger.info(
-        "VisionCraftAI %s started: backend %s, database %s",
+        "VisionCraftAI %s started: backend %s, database %s, image store %s",
         __version__,
         services.settings.resolved_backend.value,
         services.engine.url.get_backend_name(),
+        services.store.name,
     )
     try:
         yield

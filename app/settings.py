@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from functools import cached_property
@@ -14,6 +15,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+# Cloud Storage's rule for bucket names without dots: 3 to 63 lower-case letters, digits,
+# '-' and '_', starting and ending with a letter or digit. Dotted names may run to 222.
+GCS_BUCKET_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{1,220}[a-z0-9])$")
+GCS_BUCKET_MISSING = (
+    "VISIONCRAFT_IMAGE_STORE=gcs needs VISIONCRAFT_GCS_BUCKET: set it to the name of the bucket "
+    "that every replica shares"
+)
 
 
 class Environment(StrEnum):
@@ -121,6 +129,25 @@ class Settings(BaseSettings):
                 ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
             ]
         return value
+
+    @field_validator("gcs_bucket")
+    @classmethod
+    def _check_bucket_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        labels_fit = all(len(label) <= 63 for label in value.split("."))
+        if not GCS_BUCKET_PATTERN.match(value) or not labels_fit or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a Cloud Storage bucket name: use 3 to 63 lower-case letters, "
+                "digits, '-' and '_', starting and ending with a letter or digit, without gs://"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _require_bucket_for_gcs(self) -> Settings:
+        if self.image_store is ImageStoreName.GCS and not self.gcs_bucket:
+            raise ValueError(GCS_BUCKET_MISSING)
+        return self
 
     @field_validator("public_base_url")
     @classmethod

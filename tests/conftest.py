@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
+import shutil
 import socket
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,11 +26,13 @@ from app.container import Services, build_services
 from app.errors import NotFoundError
 from app.main import create_app
 from app.settings import Settings
+from fakes.gcs_api import FakeCloudStorage
 from fakes.gemini_api import FakeGeminiAPI
 
 TEST_DATABASE_URL_VARIABLE = "VISIONCRAFT_TEST_DATABASE_URL"
 TEST_REDIS_URL_VARIABLE = "VISIONCRAFT_TEST_REDIS_URL"
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
+TEST_BUCKET = "visioncraft-test-images"
 
 
 def running_in_ci() -> bool:
@@ -41,6 +47,20 @@ def require_server_variable(variable: str, what: str) -> str:
     if running_in_ci():
         pytest.fail(f"{variable} is unset in CI: .ci/run must point it at the {what} server")
     pytest.skip(f"{variable} is unset: set it to a {what} URL to run this test")
+
+
+def require_tool(name: str, install: str) -> str:
+    """Return the path of the command `name`; skip when it is missing, but fail in CI.
+
+    Commands that pip installs into the virtualenv are found beside the running Python too.
+    """
+    beside_python = Path(sys.executable).parent / name
+    path = shutil.which(name) or (str(beside_python) if beside_python.exists() else None)
+    if path:
+        return path
+    if running_in_ci():
+        pytest.fail(f"{name} is missing in CI: .ci/run must install it ({install})")
+    pytest.skip(f"{name} is missing: install it ({install}) to run this test")
 
 
 @pytest.fixture
@@ -201,4 +221,29 @@ def fake_gemini() -> Iterator[FakeGeminiAPI]:
     """Serve a fake Gemini API on 127.0.0.1 that expects `TEST_API_KEY`, for one test."""
     with FakeGeminiAPI() as fake:
         yield fake
+    assert fake.handler_errors == []
+
+
+@pytest.fixture
+def fake_gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudStorage]:
+    """Serve a fake Cloud Storage with the bucket TEST_BUCKET and point the client at it.
+
+    With STORAGE_EMULATOR_HOST set, google-cloud-storage sends no credentials; NO_GCE_CHECK
+    keeps google-auth from probing the metadata server of a Google Cloud machine. The client's
+    background lookup of bucket metadata (for span attributes) is switched off, because its
+    thread may still be running when the test ends.
+    """
+    with FakeCloudStorage(TEST_BUCKET) as fake:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake.base_url)
+        monkeypatch.setenv("NO_GCE_CHECK", "True")
+        monkeypatch.setenv("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+        yield fake
+        # NOTE: google-cloud-storage 3.17 leaves the streamed response of a failed download
+        # open until it is garbage-collected. Collect it here, where its ResourceWarning cannot
+        # fail a later test.
+        if any(request.status >= 400 for request in fake.requests_of("download")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
     assert fake.handler_errors == []

@@ -21,6 +21,7 @@ from app.errors import (
     AuthenticationError,
     ConflictError,
     ContentPolicyViolation,
+    ImageStoreUnavailableError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -46,6 +47,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     RateLimitedError: 429,
     UpstreamError: 502,
     UpstreamUnavailableError: 503,
+    ImageStoreUnavailableError: 503,
     UpstreamTimeoutError: 504,
 }
 

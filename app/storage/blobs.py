@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from app.errors import NotFoundError
+from app.errors import ImageStoreUnavailableError, NotFoundError
 
 STORAGE_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}$")
 
@@ -29,7 +29,11 @@ class ImageStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None:
-        """Delete `key`; deleting a missing key is not an error."""
+        """Delete `key`. A missing key is not an error, so two retention sweeps may overlap."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ImageStoreUnavailableError, naming the setting to fix, when the store is unusable."""
         ...
 
     async def aclose(self) -> None: ...
@@ -72,6 +76,21 @@ class LocalImageStore:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def check(self) -> None:
+        try:
+            await asyncio.to_thread(self._write_probe)
+        except OSError as error:
+            raise ImageStoreUnavailableError(
+                f"The local image store cannot write to {self.root} ({error.strerror}). "
+                "Make VISIONCRAFT_DATA_DIR a writable folder, or set VISIONCRAFT_IMAGE_STORE=gcs."
+            ) from error
+
+    def _write_probe(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".probe.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
 
     async def aclose(self) -> None:
         return None
