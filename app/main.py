@@ -18,6 +18,7 @@ from app.container import Services, build_services
 from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
+from app.web import install_web
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Image generation with an OpenAI-compatible API.",
         lifespan=lifespan,
+        # The pages own /docs; the OpenAPI schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.public_base_url = settings.resolved_public_base_url
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(images.router)
     app.include_router(api)
+    install_web(app, settings)
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
     return app
