@@ -137,6 +137,12 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         N_("List your images with GET /api/v1/images to find the id."),
     ),
     ErrorCode(
+        "image_content_not_found",
+        "404",
+        N_("The image's record exists but its bytes are gone from storage."),
+        N_("Generate the image again; stored images are deleted after the retention period."),
+    ),
+    ErrorCode(
         "generation_not_found",
         "404",
         N_("No generation with this id belongs to your account."),
