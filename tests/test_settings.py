@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import BackendName, Settings
+from app.settings import SELLER_SETTINGS, BackendName, Settings
 
 
 def test_defaults_are_the_embedded_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +63,8 @@ def test_production_rejects_each_unsafe_default_by_name(tmp_path: Path) -> None:
     assert "VISIONCRAFT_SECRET_KEY" in message
     assert "VISIONCRAFT_DATABASE_URL" in message
     assert "VISIONCRAFT_IMAGE_STORE" in message
+    for name in SELLER_SETTINGS:
+        assert f"VISIONCRAFT_{name.upper()}" in message
 
 
 def test_production_accepts_safe_settings(tmp_path: Path) -> None:
@@ -74,6 +76,7 @@ def test_production_accepts_safe_settings(tmp_path: Path) -> None:
         database_url="postgresql+asyncpg://app@db/visioncraft",
         image_store="gcs",
         gcs_bucket="images",
+        **{name: f"value of {name}" for name in SELLER_SETTINGS},
     )
 
     assert settings.is_production
