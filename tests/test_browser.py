@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,7 @@ class Gate:
     def wrap(self, app: ASGIApp) -> ASGIApp:
         async def gated(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] == self.path and self.closed:
-                while not self.opened.is_set():
-                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(self.opened.wait, WAIT_MS / 1000)
             await app(scope, receive, send)
 
         return gated
@@ -167,9 +166,9 @@ def test_landing_loads_every_asset_under_csp(page: Page) -> None:
     page.on("requestfailed", lambda request: failed.append(request.url))
     page.on(
         "response",
-        lambda response: failed.append(f"{response.status} {response.url}")
-        if response.status >= 400
-        else None,
+        lambda response: (
+            failed.append(f"{response.status} {response.url}") if response.status >= 400 else None
+        ),
     )
 
     page.goto("/")

@@ -165,7 +165,9 @@ def test_contact_form_shows_field_errors(client: TestClient) -> None:
     )
 
     assert response.status_code == 422
-    assert '<p id="name-error" class="field-error">この項目を入力してください。</p>' in response.text
+    assert (
+        '<p id="name-error" class="field-error">この項目を入力してください。</p>' in response.text
+    )
     assert 'aria-invalid="true" aria-describedby="email-error"' in response.text
     assert 'value="aiko"' in response.text  # what was typed is kept
     assert _stored_messages(client) == []

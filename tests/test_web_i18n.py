@@ -77,7 +77,11 @@ def _extracted_message_ids() -> set[str]:
 def _catalog_ids(path: Path) -> set[str]:
     with path.open("rb") as source:
         catalog = read_po(source)
-    return {message.id[0] if isinstance(message.id, tuple) else message.id for message in catalog if message.id}
+    return {
+        message.id[0] if isinstance(message.id, tuple) else message.id
+        for message in catalog
+        if message.id
+    }
 
 
 def test_pot_lists_every_string_of_the_pages() -> None:
@@ -95,7 +99,10 @@ def test_japanese_catalog_translates_every_message() -> None:
         message.id
         for message in catalog
         if message.id
-        and (message.fuzzy or not all(message.string if isinstance(message.string, tuple) else [message.string]))
+        and (
+            message.fuzzy
+            or not all(message.string if isinstance(message.string, tuple) else [message.string])
+        )
     ]
 
     assert _catalog_ids(POT_FILE) - _catalog_ids(JA_FILE) == set()
@@ -105,7 +112,9 @@ def test_japanese_catalog_translates_every_message() -> None:
 def test_japanese_catalog_keeps_every_placeholder() -> None:
     with JA_FILE.open("rb") as source:
         catalog = read_po(source, locale="ja")
-    problems = [(message.id, [str(error) for error in errors]) for message, errors in catalog.check()]
+    problems = [
+        (message.id, [str(error) for error in errors]) for message, errors in catalog.check()
+    ]
 
     assert problems == []
 

@@ -81,9 +81,7 @@ def check_draft(draft: ContactDraft) -> list[FieldProblem]:
 
 
 class ContactService:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, max_per_hour: int
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_per_hour: int) -> None:
         self._sessions = sessions
         self.max_per_hour = max_per_hour
 
