@@ -19,6 +19,7 @@ from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
 from app.web import install_web
+from app.web.security import SecurityHeadersMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -95,4 +96,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_web(app, settings)
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    # Added last, so it is outermost and also covers the request middleware's own responses.
+    app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

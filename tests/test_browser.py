@@ -55,7 +55,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 
 class Gate:
-    """An ASGI wrapper that holds requests to one path until the test opens the gate."""
+    """An ASGI wrapper that delays requests to one path until the test opens the gate."""
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -185,7 +185,7 @@ def test_contact_form_rate_limit_page(tmp_path: Path) -> None:
     assert second.headers["retry-after"] == "3600"  # type: ignore[attr-defined]
 
 
-def test_contact_rate_limit_uses_forwarded_address_from_trusted_proxy(tmp_path: Path) -> None:
+def test_contact_limit_behind_trusted_proxy(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, contact_max_per_hour=1, trusted_proxies="10.0.0.0/8")
     with TestClient(create_app(settings), client=("10.1.2.3", 40000)) as client:
         statuses = []

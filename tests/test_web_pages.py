@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.web.error_codes import ERROR_CODES
@@ -332,3 +333,27 @@ def test_pricing_shows_plans_tax_inclusive(client: TestClient, settings: object)
         re.search(r'<script type="application/ld\+json">(.*?)</script>', html, re.DOTALL).group(1)  # type: ignore[union-attr]
     )
     assert [offer["price"] for offer in product["offers"]] == ["0", "980", "2980"]
+
+
+def test_server_error_page_has_security_headers(app: FastAPI) -> None:
+    async def fail() -> None:
+        raise RuntimeError("a bug in a page handler")
+
+    app.add_api_route("/failing-page", fail)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        page = client.get("/failing-page", headers=HTML)
+        api = client.get("/failing-page")
+
+    assert page.status_code == 500
+    assert "Something went wrong" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert api.status_code == 500
+    assert api.json()["code"] == "internal_error"
+
+
+def test_body_too_large_response_has_nosniff(client: TestClient) -> None:
+    response = client.post("/contact", content=b"x" * 70_000, headers=HTML)
+
+    assert response.status_code == 413
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -1,4 +1,4 @@
-"""Who is calling: the client address and scheme, believing X-Forwarded-* only from TRUSTED_PROXIES."""
+"""Client address and scheme of a request, from X-Forwarded-* only when a trusted proxy sent it."""
 
 from __future__ import annotations
 

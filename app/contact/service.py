@@ -29,7 +29,7 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 @dataclass(frozen=True)
 class FieldProblem:
-    """What is wrong with one form field: `code` is stable, `limit` is the bound broken, if any."""
+    """A problem with one form field: a stable `code`, and the `limit` it broke, if any."""
 
     field: str
     code: str
@@ -95,7 +95,7 @@ class ContactService:
     ) -> ContactMessage:
         """Store a message, or raise ContactMessageInvalid or RateLimitedError.
 
-        The limit counts stored messages per address in the last hour, so it holds across
+        The limit counts stored messages per address in the last hour, so it applies across
         replicas. Two messages sent at the same instant may both pass the check.
         """
         now = now or utc_now()

@@ -73,7 +73,7 @@ async def send_contact(request: Request, site: SiteDep, services: ServicesDep) -
     form = await request.form()
     values = {name: str(form.get(name) or "") for name in ("name", "email", "message")}
     if form.get(HONEYPOT_FIELD):
-        # Answer as if it worked, so that the sender learns nothing; store nothing.
+        # Redirect as if the message were stored, so that a bot learns nothing from the response.
         logger.info("contact form dropped: the hidden %s field was filled in", HONEYPOT_FIELD)
         return RedirectResponse("/contact/sent", status_code=303)
 

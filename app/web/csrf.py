@@ -1,6 +1,6 @@
 """CSRF tokens: a signed double submit, bound to the browser's session.
 
-The browser holds a random value in an HttpOnly cookie. A page puts a token in each form (and in
+The browser keeps a random value in an HttpOnly cookie. A page puts a token in each form (and in
 a meta tag for script calls): the issue time and an HMAC over the cookie value, the session id
 and that time, keyed with a key derived from SECRET_KEY. A request is accepted only when the
 token matches the cookie it arrived with and the current session. Another site can neither

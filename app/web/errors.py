@@ -9,7 +9,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.api import problems
+from app.api.clients import is_https
 from app.errors import CsrfError
+from app.web.security import add_security_headers
 from app.web.site import WebSite
 
 logger = logging.getLogger(__name__)
@@ -53,7 +55,11 @@ async def handle_unexpected_error(request: Request, error: Exception) -> Respons
     if not wants_html(request):
         return await problems.handle_unexpected_error(request, error)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return _error_page(request, 500)
+    response = _error_page(request, 500)
+    # Starlette sends this response from outside every middleware, so add the headers here.
+    site: WebSite = request.app.state.site
+    add_security_headers(response.headers, https=is_https(request, site.settings.trusted_proxies))
+    return response
 
 
 def install_page_error_handlers(app: FastAPI) -> None:

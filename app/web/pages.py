@@ -140,7 +140,7 @@ async def privacy(request: Request, site: SiteDep) -> HTMLResponse:
 
 @router.get("/legal/commerce", response_class=HTMLResponse)
 async def commerce(request: Request, site: SiteDep) -> HTMLResponse:
-    """The seller details that Japan's Act on Specified Commercial Transactions requires."""
+    """Show the seller details that Japan's Act on Specified Commercial Transactions requires."""
     settings = site.settings
     rows = [
         (SELLER_LABELS[name], getattr(settings, name), f"VISIONCRAFT_{name.upper()}")

@@ -66,8 +66,8 @@ def _plan_price(row: Any, price_column: str, credits_column: str | None) -> Plan
 async def list_plan_prices(engine: AsyncEngine) -> list[PlanPrice] | None:
     """Return the plans cheapest first, or None while the database has no plans table.
 
-    TODO: read the plans through the accounts service once it exists; until then this reads
-    the `plans` table directly, and the pricing section shows a placeholder without it.
+    TODO: read the plans through the accounts service once it exists. Until then this reads
+    the `plans` table directly, and without that table the pricing section shows a placeholder.
     """
     async with engine.connect() as connection:
         return await connection.run_sync(_read_plans)

@@ -68,18 +68,18 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                self._add(headers, https=https)
+                add_security_headers(MutableHeaders(scope=message), https=https)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    @staticmethod
-    def _add(headers: MutableHeaders, *, https: bool) -> None:
-        for name, value in EVERY_RESPONSE.items():
+
+def add_security_headers(headers: MutableHeaders, *, https: bool) -> None:
+    """Add the headers above that are not set yet; the HTML set only to an HTML response."""
+    for name, value in EVERY_RESPONSE.items():
+        headers.setdefault(name, value)
+    if headers.get("content-type", "").startswith("text/html"):
+        for name, value in HTML_RESPONSE.items():
             headers.setdefault(name, value)
-        if headers.get("content-type", "").startswith("text/html"):
-            for name, value in HTML_RESPONSE.items():
-                headers.setdefault(name, value)
-        if https:
-            headers.setdefault("strict-transport-security", f"max-age={HSTS_MAX_AGE_S}")
+    if https:
+        headers.setdefault("strict-transport-security", f"max-age={HSTS_MAX_AGE_S}")

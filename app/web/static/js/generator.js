@@ -63,6 +63,7 @@
   const showProblem = (problem, retryAfter) => {
     errorBox.replaceChildren();
     errorBox.append(element("p", "", messages.messageFailed));
+
     const heading = element("p");
     heading.append(element("strong", "", problem.title || ""));
     errorBox.append(heading);
@@ -79,6 +80,7 @@
     if (retryAfter) {
       errorBox.append(element("p", "", format(messages.messageRetry, { seconds: retryAfter })));
     }
+
     const footer = element("p", "hint");
     if (problem.type && /^https?:\/\//.test(problem.type)) {
       const link = element("a", "", messages.messageMore);
