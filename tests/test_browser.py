@@ -44,7 +44,13 @@ MAIN_PAGES = {
     "commerce": "/legal/commerce",
 }
 DEMO_ENDPOINT = "/api/v1/demo/generations"
-WAIT_MS = 10_000  # a bound on waits, so a broken page fails instead of hanging
+WAIT_MS = 10_000
+# Reports each Content-Security-Policy violation as a console error that ConsoleLog collects.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+    console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`);
+});
+"""  # a bound on waits, so a broken page fails instead of hanging
 
 if not CHROMIUM.exists():
     if running_in_ci():
@@ -109,6 +115,7 @@ class ConsoleLog:
 
     def __init__(self, page: Page) -> None:
         self.errors: list[str] = []
+        page.add_init_script(CSP_LISTENER)
         page.on("console", self._on_console)
         page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
 
@@ -184,6 +191,22 @@ def test_landing_loads_every_asset_under_csp(page: Page) -> None:
     assert script_ran
 
 
+def test_csp_violation_is_caught(page: Page) -> None:
+    console = ConsoleLog(page)
+    page.goto("/")
+    with page.expect_console_message(lambda message: "CSP violation" in message.text):
+        page.evaluate(
+            """() => {
+                const script = document.createElement("script");
+                script.textContent = "window.inlineRan = true;";
+                document.body.append(script);
+            }"""
+        )
+
+    assert page.evaluate("() => window.inlineRan === undefined")
+    assert any(error.startswith("CSP violation: script-src") for error in console.errors)
+
+
 def test_language_switch_changes_and_is_remembered(page: Page) -> None:
     page.goto("/")
     expect(page.locator("h1")).to_have_text("Images from a sentence")
@@ -201,18 +224,20 @@ def test_language_switch_changes_and_is_remembered(page: Page) -> None:
     expect(page.locator("h1")).to_have_text("Contact")
 
 
-def test_generator_shows_progress_then_server_problem(
+def test_generator_by_keyboard_shows_progress_and_problem(
     page: Page, server: LiveServer, gate: Gate
 ) -> None:
     # A prompt of spaces passes the browser's `required` check; the server rejects it.
     body = {"prompt": "   ", "n": 1, "aspect_ratio": "1:1", "response_format": "url"}
     expected = httpx.post(f"{server.base_url}{DEMO_ENDPOINT}", json=body, timeout=10).json()
     page.goto("/generate")
-    page.get_by_label("Prompt", exact=True).fill("   ")
+    _tab_until(page, "#prompt")
+    page.keyboard.type("   ")
+    _tab_until(page, "#generate-button")
 
     gate.close()
     try:
-        page.get_by_role("button", name="Generate").click()
+        page.keyboard.press("Enter")
         expect(page.get_by_role("status").filter(has_text="Generating")).to_be_visible()
         expect(page.get_by_role("button", name="Generate")).to_be_disabled()
     finally:

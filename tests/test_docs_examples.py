@@ -31,6 +31,12 @@ def _require_jq() -> None:
     pytest.skip("jq is not installed; the quickstart's download example uses it")
 
 
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=env["WORK_DIR"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 @pytest.fixture
 def quickstart_env(live_server: LiveServer, tmp_path: Path) -> dict[str, str]:
     work = tmp_path / "work"
@@ -52,14 +58,7 @@ def test_quickstart_shell_examples_run(
 
     assert len(blocks) == 5
     for block in blocks:
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block],
-            cwd=quickstart_env["WORK_DIR"],
-            env=quickstart_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _run(["bash", "-euo", "pipefail", "-c", block], quickstart_env)
         assert result.returncode == 0, (block, result.stderr)
         if result.stdout.strip():
             assert "error" not in json.loads(result.stdout), (block, result.stdout)
@@ -76,14 +75,7 @@ def test_quickstart_python_examples_run(
 
     assert len(blocks) == 2
     for block in blocks:
-        result = subprocess.run(
-            [sys.executable, "-c", block],
-            cwd=quickstart_env["WORK_DIR"],
-            env=quickstart_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _run([sys.executable, "-c", block], quickstart_env)
         assert result.returncode == 0, (block, result.stderr)
     work = Path(quickstart_env["WORK_DIR"])
     assert sorted(path.name for path in work.glob("fox-*.png")) == ["fox-1.png", "fox-2.png"]
