@@ -18,7 +18,7 @@ from app.container import Services, build_services
 from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
-from app.web import install_web
+from app.web.install import install_web
 from app.web.security import SecurityHeadersMiddleware
 
 logger = logging.getLogger(__name__)
