@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint typecheck pytest bench clean stack-env
+.PHONY: install run test lint typecheck pytest bench clean stack-env messages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ stack-env:
 	$(PYTHON) -c 'import secrets; token = lambda: secrets.token_urlsafe(32); \
 	print(f"SECRET_KEY={token()}\nMETRICS_TOKEN={token()}\nPOSTGRES_PASSWORD={token()}\nGRAFANA_ADMIN_PASSWORD={token()}\nGEMINI_API_KEY=")' > .env \
 	&& chmod 600 .env && echo "Wrote .env with new secrets for docker compose."; fi
+
+# Re-extract the page strings into messages.pot and merge them into each language's .po file;
+# then translate the new or fuzzy entries in app/web/locales/ja/LC_MESSAGES/messages.po.
+LOCALES := app/web/locales
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F app/web/babel.cfg -k N_ --no-location --sort-output \
+		--project VisionCraftAI -o $(LOCALES)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) -w 100 --ignore-pot-creation-date
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.keys import KeyService
 from app.accounts.service import AccountService
+from app.contact.service import ContactService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
 from app.generation.service import GenerationService
@@ -31,6 +32,7 @@ class Services:
     keys: KeyService
     generation: GenerationService
     signer: UrlSigner
+    contact: ContactService
 
     async def aclose(self) -> None:
         await self.generation.aclose()
@@ -94,4 +96,5 @@ def build_services(
         keys=KeyService(sessions, settings.resolved_secret_key),
         generation=generation,
         signer=UrlSigner(settings.resolved_secret_key),
+        contact=ContactService(sessions, max_per_hour=settings.contact_max_per_hour),
     )

@@ -49,6 +49,13 @@ class PermissionDeniedError(ServiceError):
     title = "Permission denied"
 
 
+class CsrfError(PermissionDeniedError):
+    """A form post or cookie-authenticated call without a valid CSRF token from our own page."""
+
+    code = "invalid_csrf_token"
+    title = "Request could not be verified"
+
+
 class NotFoundError(ServiceError):
     code = "not_found"
     title = "Not found"

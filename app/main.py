@@ -19,6 +19,8 @@ from app.errors import ServiceError
 from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
+from app.web.install import install_web
+from app.web.security import SecurityHeadersMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +91,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.check_seller_details()
     services = build_services(settings)
     app = FastAPI(
         title="VisionCraftAI",
         version=__version__,
         description="Image generation with an OpenAI-compatible API.",
         lifespan=lifespan,
+        # The pages own /docs; the OpenAPI schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.public_base_url = settings.resolved_public_base_url
@@ -103,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(images.router)
     app.include_router(api)
+    install_web(app, settings)
 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    # Added last, so it is outermost and also covers the request middleware's own responses.
+    app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

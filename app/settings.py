@@ -44,6 +44,21 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+# The seller details that Japan's Act on Specified Commercial Transactions requires an online
+# seller to publish (the 特定商取引法に基づく表記 page), by setting name.
+SELLER_SETTINGS = (
+    "seller_name",
+    "seller_representative",
+    "seller_address",
+    "seller_phone",
+    "seller_email",
+    "seller_prices_note",
+    "seller_payment_methods",
+    "seller_delivery_timing",
+    "seller_returns_policy",
+)
+
+
 class UnsafeSettingsError(ValueError):
     """A production setting is left at a default that is only safe on a developer's machine."""
 
@@ -120,6 +135,28 @@ class Settings(BaseSettings):
         None, description="`console` or `json`; console in development, json in production."
     )
     log_level: str = Field("INFO", description="Level of the root logger.")
+    contact_max_per_hour: int = Field(
+        5, ge=1, description="Contact messages accepted per client address and hour."
+    )
+    seller_name: str | None = Field(None, description="Legal name of the seller.")
+    seller_representative: str | None = Field(
+        None, description="Name of the seller's representative (代表者)."
+    )
+    seller_address: str | None = Field(None, description="Postal address of the seller.")
+    seller_phone: str | None = Field(None, description="Telephone number of the seller.")
+    seller_email: str | None = Field(None, description="Contact email address of the seller.")
+    seller_prices_note: str | None = Field(
+        None, description="Where prices are shown and what they include, such as consumption tax."
+    )
+    seller_payment_methods: str | None = Field(
+        None, description="Accepted payment methods and when payment is taken."
+    )
+    seller_delivery_timing: str | None = Field(
+        None, description="When the service is delivered after payment."
+    )
+    seller_returns_policy: str | None = Field(
+        None, description="Cancellation, refund and return terms."
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -178,6 +215,22 @@ class Settings(BaseSettings):
                 "unsafe settings for VISIONCRAFT_ENVIRONMENT=production: " + "; ".join(problems)
             )
         return self
+
+    def check_seller_details(self) -> None:
+        """Raise UnsafeSettingsError in production when a seller detail is unset.
+
+        Japan's law on online sales requires them on the /legal/commerce page, so `serve` checks
+        them; `migrate` and the other commands do not need them.
+        """
+        if not self.is_production:
+            return
+        unset = [name for name in SELLER_SETTINGS if not getattr(self, name)]
+        if unset:
+            names = ", ".join(f"VISIONCRAFT_{name.upper()}" for name in unset)
+            raise UnsafeSettingsError(
+                f"unsafe settings for VISIONCRAFT_ENVIRONMENT=production: {names} unset: the law "
+                "on online sales in Japan requires the seller details on the /legal/commerce page"
+            )
 
     @property
     def is_production(self) -> bool:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
+from starlette.types import ASGIApp
 
 from app.accounts.keys import KeyMode
 from app.container import Services, build_services
@@ -186,12 +187,16 @@ def free_port() -> int:
 class LiveServer:
     """A real uvicorn server for one app on 127.0.0.1, in a background thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, wrap: Callable[[ASGIApp], ASGIApp] | None = None
+    ) -> None:
+        """Serve `create_app(settings)`, inside the ASGI wrapper `wrap` when one is given."""
         self.settings = settings
         self.app = create_app(settings)
         self.base_url = f"http://127.0.0.1:{settings.port}"
+        served = wrap(self.app) if wrap else self.app
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False
+            served, host="127.0.0.1", port=settings.port, log_config=None, access_log=False
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -30,6 +30,15 @@ PLACEHOLDERS = {
     "${GCS_BUCKET}": "visioncraft-images",
     "${NETWORK}": "default",
     "${SUBNET}": "default",
+    "${SELLER_NAME}": "VisionCraft KK",
+    "${SELLER_REPRESENTATIVE}": "Hanako Yamada",
+    "${SELLER_ADDRESS}": "1-2-3 Shibuya, Tokyo",
+    "${SELLER_PHONE}": "+81-3-0000-0000",
+    "${SELLER_EMAIL}": "support@visioncraft.example.com",
+    "${SELLER_PRICES_NOTE}": "Prices include tax.",
+    "${SELLER_PAYMENT_METHODS}": "Credit card (Stripe)",
+    "${SELLER_DELIVERY_TIMING}": "Credits are available at once after payment.",
+    "${SELLER_RETURNS_POLICY}": "Unused credit packs can be refunded within 8 days.",
 }
 # Values for the variables that the manifests take from Secret Manager.
 SECRET_VALUES = {

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import BackendName, Settings
+from app.main import create_app
+from app.settings import SELLER_SETTINGS, BackendName, Settings, UnsafeSettingsError
 
 
 def test_defaults_are_the_embedded_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +66,24 @@ def test_production_rejects_each_unsafe_default_by_name(tmp_path: Path) -> None:
     assert "VISIONCRAFT_IMAGE_STORE" in message
 
 
+def test_production_serve_requires_seller_details(tmp_path: Path) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=tmp_path,
+        environment="production",
+        secret_key="s" * 48,
+        database_url="postgresql+asyncpg://app@db/visioncraft",
+        image_store="gcs",
+        gcs_bucket="images",
+    )
+    with pytest.raises(UnsafeSettingsError) as raised:
+        create_app(settings)
+    message = str(raised.value)
+
+    for name in SELLER_SETTINGS:
+        assert f"VISIONCRAFT_{name.upper()}" in message
+
+
 def test_production_accepts_safe_settings(tmp_path: Path) -> None:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
@@ -74,6 +93,7 @@ def test_production_accepts_safe_settings(tmp_path: Path) -> None:
         database_url="postgresql+asyncpg://app@db/visioncraft",
         image_store="gcs",
         gcs_bucket="images",
+        **{name: f"value of {name}" for name in SELLER_SETTINGS},
     )
 
     assert settings.is_production

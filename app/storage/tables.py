@@ -148,3 +148,21 @@ class IdempotencyRecord(Base):
     generation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     response_format: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+
+
+class ContactMessage(Base):
+    """A message sent through the contact form, kept for the admins to read."""
+
+    __tablename__ = "contact_messages"
+    __table_args__ = (
+        Index("ix_contact_messages_client_address_created_at", "client_address", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(320))
+    message: Mapped[str] = mapped_column(Text)
+    locale: Mapped[str] = mapped_column(String(8))
+    # The sender's address, for the per-address rate limit and for handling abuse.
+    client_address: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)

@@ -1,0 +1,325 @@
+"""Every error `code` a client can receive, for the /docs/errors page.
+
+A problem's `type` is `{PUBLIC_BASE_URL}/docs/errors#{code}`, so each entry here is the anchor
+that such a link opens. A test compares this list with the codes raised in `app/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.web.i18n import N_
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One documented code: its HTTP status (or class), what it means and what to do (message ids)."""
+
+    code: str
+    status: str
+    meaning: str
+    action: str
+
+
+ERROR_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode(
+        "invalid_json",
+        "400",
+        N_("The request body is not valid JSON."),
+        N_("Send one JSON object and check quotes and commas."),
+    ),
+    ErrorCode(
+        "bad_request",
+        "400",
+        N_("The request could not be read."),
+        N_("Check the headers and the body, then retry."),
+    ),
+    ErrorCode(
+        "service_error",
+        "400",
+        N_("The request failed for a reason given in the detail."),
+        N_("Read the detail; it names the value to change."),
+    ),
+    ErrorCode(
+        "missing_api_key",
+        "401",
+        N_("No API key was sent."),
+        N_("Send the header Authorization: Bearer followed by your API key."),
+    ),
+    ErrorCode(
+        "malformed_authorization",
+        "401",
+        N_("The Authorization header is not a Bearer token."),
+        N_("Write the header as Authorization: Bearer followed by your API key."),
+    ),
+    ErrorCode(
+        "malformed_api_key",
+        "401",
+        N_("The API key is not in our format or its checksum does not match."),
+        N_("Copy the whole key again; it starts with vc_live_ or vc_test_."),
+    ),
+    ErrorCode(
+        "invalid_api_key",
+        "401",
+        N_("No live API key matches the key that was sent."),
+        N_("Check that the key belongs to this server, or create a new one."),
+    ),
+    ErrorCode(
+        "revoked_api_key",
+        "401",
+        N_("The API key was revoked."),
+        N_("Create a new key and replace the revoked one."),
+    ),
+    ErrorCode(
+        "invalid_image_signature",
+        "401",
+        N_("The signed image link is invalid or has expired."),
+        N_("Fetch a fresh link from GET /api/v1/images/{id}."),
+    ),
+    ErrorCode(
+        "permission_denied",
+        "403",
+        N_("The caller is known but may not do this."),
+        N_("Use an account or key that has the permission."),
+    ),
+    ErrorCode(
+        "missing_scope",
+        "403",
+        N_("The API key lacks the scope this route needs."),
+        N_("Create a key with the scope named in the detail."),
+    ),
+    ErrorCode(
+        "admin_scope_not_allowed",
+        "403",
+        N_("Only an admin account's keys may carry the admin scope."),
+        N_("Leave out the admin scope, or ask an administrator."),
+    ),
+    ErrorCode(
+        "invalid_csrf_token",
+        "403",
+        N_("The form's security token does not match this browser session."),
+        N_("Reload the page and send the form again."),
+    ),
+    ErrorCode(
+        "missing_csrf_token",
+        "403",
+        N_("A form or browser call came without its security token."),
+        N_("Send forms from our pages; scripts send the page's token in X-CSRF-Token."),
+    ),
+    ErrorCode(
+        "missing_csrf_cookie",
+        "403",
+        N_("The browser sent no security cookie with the form."),
+        N_("Allow cookies for this site, reload the page and send the form again."),
+    ),
+    ErrorCode(
+        "expired_csrf_token",
+        "403",
+        N_("The page that holds the form is too old."),
+        N_("Reload the page and send the form again."),
+    ),
+    ErrorCode(
+        "not_found",
+        "404",
+        N_("The requested object does not exist."),
+        N_("Check the id in the URL."),
+    ),
+    ErrorCode(
+        "route_not_found",
+        "404",
+        N_("No route matches the method and path."),
+        N_("Check the path against the API reference; every route starts with /api/v1."),
+    ),
+    ErrorCode(
+        "image_not_found",
+        "404",
+        N_("No image with this id belongs to your account."),
+        N_("List your images with GET /api/v1/images to find the id."),
+    ),
+    ErrorCode(
+        "image_content_not_found",
+        "404",
+        N_("The image's record exists but its bytes are gone from storage."),
+        N_("Generate the image again; stored images are deleted after the retention period."),
+    ),
+    ErrorCode(
+        "generation_not_found",
+        "404",
+        N_("No generation with this id belongs to your account."),
+        N_("Check the id returned by POST /api/v1/images/generations."),
+    ),
+    ErrorCode(
+        "account_not_found",
+        "404",
+        N_("No account matches the email or id."),
+        N_("Check the spelling, or create the account first."),
+    ),
+    ErrorCode(
+        "api_key_not_found",
+        "404",
+        N_("No API key has this id."),
+        N_("List the keys to find the id; revoked keys keep their id."),
+    ),
+    ErrorCode(
+        "method_not_allowed",
+        "405",
+        N_("The route exists but not for this HTTP method."),
+        N_("Use the method the API reference gives for this route."),
+    ),
+    ErrorCode(
+        "conflict",
+        "409",
+        N_("The request conflicts with the current state."),
+        N_("Read the current state, then retry."),
+    ),
+    ErrorCode(
+        "idempotency_key_in_use",
+        "409",
+        N_("A request with this Idempotency-Key is still running."),
+        N_("Wait for it to finish, then retry with the same key to get its result."),
+    ),
+    ErrorCode(
+        "email_taken",
+        "409",
+        N_("An account with this email already exists."),
+        N_("Sign in, or use another email address."),
+    ),
+    ErrorCode(
+        "request_too_large",
+        "413",
+        N_("The request body is larger than the server accepts."),
+        N_("Send a smaller body; prompts have a length limit."),
+    ),
+    ErrorCode(
+        "unsupported_media_type",
+        "415",
+        N_("The body is not sent as JSON."),
+        N_("Send the header Content-Type: application/json."),
+    ),
+    ErrorCode(
+        "validation_error",
+        "422",
+        N_("A field is missing or has a value that is not accepted."),
+        N_("The errors member names each field and what is accepted."),
+    ),
+    ErrorCode(
+        "invalid_request",
+        "422",
+        N_("A value in the request is not acceptable."),
+        N_("Read the detail; it names the value and what is accepted."),
+    ),
+    ErrorCode(
+        "unknown_model",
+        "422",
+        N_("The model id is not offered by this server."),
+        N_("Pick an id from GET /api/v1/models, or leave model out."),
+    ),
+    ErrorCode(
+        "unsupported_image_size",
+        "422",
+        N_("The model does not offer this image size."),
+        N_("Use an image size listed for the model in GET /api/v1/models."),
+    ),
+    ErrorCode(
+        "invalid_idempotency_key",
+        "422",
+        N_("The Idempotency-Key header is empty or too long."),
+        N_("Send 1 to 255 characters, for example a UUID."),
+    ),
+    ErrorCode(
+        "idempotency_key_reused",
+        "422",
+        N_("This Idempotency-Key was used for a different request."),
+        N_("Use a new key for a new request."),
+    ),
+    ErrorCode(
+        "invalid_cursor",
+        "422",
+        N_("The paging cursor is not one that the server returned."),
+        N_("Pass next_cursor from the previous page unchanged, or leave it out."),
+    ),
+    ErrorCode(
+        "content_policy_violation",
+        "422",
+        N_("The safety filters blocked the prompt or the generated image."),
+        N_("Rephrase the prompt and try again."),
+    ),
+    ErrorCode(
+        "invalid_scope",
+        "422",
+        N_("A scope name is unknown, or no scope was given."),
+        N_("Use images:generate, images:read, keys:manage or admin."),
+    ),
+    ErrorCode(
+        "invalid_key_name",
+        "422",
+        N_("The key name is empty or too long."),
+        N_("Give a name of 1 to 100 characters."),
+    ),
+    ErrorCode(
+        "invalid_contact_message",
+        "422",
+        N_("A field of the contact form is missing or too long."),
+        N_("Correct the fields marked on the form and send it again."),
+    ),
+    ErrorCode(
+        "rate_limited",
+        "429",
+        N_("Too many requests in a short time."),
+        N_("Wait for the seconds in Retry-After, then retry."),
+    ),
+    ErrorCode(
+        "backend_rate_limited",
+        "429",
+        N_("The image backend's quota is used up for now."),
+        N_("Wait for the seconds in Retry-After, then retry."),
+    ),
+    ErrorCode(
+        "contact_rate_limited",
+        "429",
+        N_("Too many contact messages from your address in the last hour."),
+        N_("Wait an hour, or write to the email address on the legal notice page."),
+    ),
+    ErrorCode(
+        "internal_error",
+        "500",
+        N_("The server failed unexpectedly. The failure was logged."),
+        N_("Retry later; quote the request_id when you contact us."),
+    ),
+    ErrorCode(
+        "internal_server_error",
+        "500",
+        N_("The server failed unexpectedly. The failure was logged."),
+        N_("Retry later; quote the request_id when you contact us."),
+    ),
+    ErrorCode(
+        "http_error",
+        "4xx",
+        N_("The HTTP request failed for a reason given in the detail."),
+        N_("Read the detail and the status code."),
+    ),
+    ErrorCode(
+        "backend_error",
+        "502",
+        N_("The image backend failed."),
+        N_("Retry later; nothing was charged for the failed request."),
+    ),
+    ErrorCode(
+        "backend_unavailable",
+        "503",
+        N_("The image backend is not configured correctly on the server."),
+        N_("Tell the operator; the detail names the setting to fix."),
+    ),
+    ErrorCode(
+        "image_store_unavailable",
+        "503",
+        N_("The image storage cannot be reached or is not configured correctly."),
+        N_("Retry later; if it persists, tell the operator, because the detail names the setting."),
+    ),
+    ErrorCode(
+        "backend_timeout",
+        "504",
+        N_("The image backend did not answer in time."),
+        N_("Retry later, perhaps with fewer images per request."),
+    ),
+)
