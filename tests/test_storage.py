@@ -8,9 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, inspect
-
 from opentelemetry.metrics import NoOpMeterProvider
+from sqlalchemy import event, inspect
 
 from app.accounts.credits import CreditService
 from app.accounts.keys import KeyMode, KeyService, format_key
