@@ -37,8 +37,8 @@ async def prepare_database(services: Services) -> None:
         await migrate(settings.resolved_database_url)
     elif not await is_database_current(services.engine):
         logger.error("the database is not at the newest migration: run `visioncraft migrate`")
-    # The local admin account never hits a limit in development; in production it is a
-    # free account like any other unless an operator changes its plan.
+    # The local admin account never hits a limit in development. In production it starts as
+    # a free account like any other, until an operator changes its plan.
     await services.accounts.ensure_local_account(
         plan=DEFAULT_PLAN if settings.is_production else INTERNAL_PLAN
     )

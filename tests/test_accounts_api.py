@@ -83,9 +83,7 @@ def test_test_key_spends_nothing(client: TestClient, settings: Settings) -> None
     assert _balance(client, token)["total"] == 50
 
 
-def test_out_of_credits_is_402_with_price_and_balance(
-    client: TestClient, settings: Settings
-) -> None:
+def test_no_credits_is_402(client: TestClient, settings: Settings) -> None:
     add_plan(settings, "empty", monthly_credits=0)
     _, token = create_account_key(settings, "broke@example.com", plan="empty")
 

@@ -1,7 +1,7 @@
 """Several server processes on one database: shared limits and balance, crash recovery.
 
 Each server is `python -m app.cli serve` in its own process on a free port of 127.0.0.1,
-configured through VISIONCRAFT_* variables as an operator would; the test stops each one by
+configured through VISIONCRAFT_* variables as an operator would. The test stops each one by
 its process id.
 """
 
@@ -191,7 +191,7 @@ async def _reservation_statuses(settings: Settings) -> list[str]:
 def test_killed_server_leaves_reservation_the_next_start_releases(
     tmp_path: Path, fake_gemini: FakeGeminiAPI
 ) -> None:
-    # A reservation is stale 8 + 1 s after it was made. The backend answers after 30 s, so the
+    # A reservation is stale 8 + 1 s after it was made. The fake backend replies after 30 s, so the
     # generation is still running (its own timeout is 8 s) when a second server starts and
     # when the first is killed.
     fake_gemini.default_reply = ImageReply(delay_s=30)

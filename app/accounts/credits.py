@@ -1,7 +1,7 @@
 """Credits: the append-only ledger, the two balances it sums to, and reservations.
 
 An account has two balances. `allowance` is what is left of this cycle's monthly allowance and
-expires when the cycle ends; `purchased` holds granted and bought credits and never expires.
+expires when the cycle ends; `purchased` contains granted and bought credits and never expires.
 Spending takes the allowance first. Every change of a balance adds a ledger entry in the same
 transaction, so each balance always equals the sum of its column in the ledger.
 
@@ -49,9 +49,6 @@ class EntryKind:
     USAGE = "usage"
     REFUND = "refund"
     EXPIRY = "expiry"
-
-
-GRANT_KINDS = (EntryKind.GRANT, EntryKind.ALLOWANCE, EntryKind.PACK_PURCHASE)
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -374,7 +371,7 @@ class CreditService:
         """Start a new cycle now: expire what is left of the allowance, grant the plan's one.
 
         Used when an account is created or changes plan; `plan` also switches the account to
-        that plan. The cycle ends a month from now unless `ends_at` says otherwise.
+        that plan. The cycle ends a month from now, or at `ends_at` when it is given.
         """
         while True:
             snapshot = await self._snapshot(account_id)

@@ -38,7 +38,7 @@ class Bucket:
 
 @dataclass(frozen=True)
 class BucketState:
-    """What a bucket allows after a request: `remaining` now, full again in `reset_s`."""
+    """A bucket's state after a request: `remaining` requests now, full again in `reset_s`."""
 
     policy: str
     limit: int
@@ -287,9 +287,6 @@ class RedisLimitStore:
     async def read_counter(self, key: str) -> int:
         value = await self._client.get(self._prefix + key)
         return int(value) if value is not None else 0
-
-    async def ping(self) -> bool:
-        return bool(await self._client.ping())
 
     async def aclose(self) -> None:
         await self._client.aclose()

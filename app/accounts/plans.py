@@ -1,7 +1,7 @@
 """Plans and credit packs: rows in the database, read through a short-lived cache.
 
 Every authenticated request needs its plan's limits, so the catalog keeps all plans in memory
-and reloads them every `refresh_s` seconds; a changed row takes effect within that time.
+and reloads them every `refresh_s` seconds. A changed row takes effect within that time.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ PLAN_REFRESH_S = 30.0
 
 
 class Renewal:
-    """How a plan's monthly allowance renews."""
+    """Ways a plan's monthly allowance renews."""
 
     CYCLE = "cycle"  # lazily, at the end of each monthly cycle (free plans)
     INVOICE = "invoice"  # when billing reports a paid invoice (paid plans)
@@ -126,10 +126,6 @@ class PlanCatalog:
                 )
                 for row in rows
             ]
-
-    def forget(self) -> None:
-        """Drop the cache, so the next read sees rows changed a moment ago."""
-        self._loaded_at = None
 
     async def _current(self) -> dict[str, PlanInfo]:
         if self._loaded_at is not None and self._clock() - self._loaded_at < self._refresh_s:

@@ -27,7 +27,6 @@ from app.storage.tables import Account, utc_now
 LOCAL_ACCOUNT_EMAIL = "admin@localhost"
 # The account that owns the images of the demo page; it has no keys.
 DEMO_ACCOUNT_EMAIL = "demo@visioncraft.invalid"
-ROLES = ("user", "admin")
 INTERNAL_PLAN = "unlimited"
 DEFAULT_PLAN = "free"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")

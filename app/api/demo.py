@@ -50,10 +50,10 @@ def _is_trusted(address: str, proxies: Sequence[Network]) -> bool:
 
 
 def client_address(request: Request, proxies: Sequence[Network]) -> str:
-    """Return the client's address: the peer, or behind trusted proxies the first untrusted hop.
+    """Return the client's address: the peer, or behind trusted proxies the last untrusted hop.
 
-    X-Forwarded-For is read from the right, because each proxy appends the address it saw;
-    entries left of the first untrusted hop could be written by the client itself.
+    X-Forwarded-For is read from the right, because each proxy appends the address it saw.
+    Entries left of the rightmost untrusted hop could be written by the client itself.
     """
     peer = request.client.host if request.client else "unknown"
     forwarded = request.headers.get("x-forwarded-for")

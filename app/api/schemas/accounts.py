@@ -149,7 +149,7 @@ class KeyPublic(BaseModel):
 
 
 class KeyCreatedPublic(KeyPublic):
-    key: str = Field(description="The whole key. It is shown only in this answer.")
+    key: str = Field(description="The whole key. It is returned only in this response.")
 
 
 class KeyListPublic(BaseModel):
