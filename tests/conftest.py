@@ -205,6 +205,20 @@ def create_account_key(
     return asyncio.run(create())
 
 
+def ledger_and_balance(settings: Settings, account_id: str) -> tuple[tuple[int, int], int]:
+    """Return the sums of the account's ledger columns (allowance, purchased) and its balance."""
+
+    async def read() -> tuple[tuple[int, int], int]:
+        services = build_services(settings)
+        try:
+            total = (await services.credits.balance(account_id)).total
+            return await services.credits.ledger_totals(account_id), total
+        finally:
+            await services.aclose()
+
+    return asyncio.run(read())
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -15,11 +15,11 @@ from conftest import (
     bearer,
     create_account_key,
     free_port,
+    ledger_and_balance,
     make_settings,
     unique_redis_prefix,
 )
 
-from app.container import build_services
 from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI, ImageReply
 
 GENERATIONS = "/api/v1/images/generations"
@@ -35,15 +35,6 @@ async def _fire(base_url: str, token: str, count: int, body: dict[str, object]) 
     return [response.status_code for response in responses]
 
 
-async def _ledger_and_balance(server: LiveServer, account_id: str) -> tuple[tuple[int, int], int]:
-    services = build_services(server.settings)
-    try:
-        balance = await services.credits.balance(account_id)
-        return await services.credits.ledger_totals(account_id), balance.total
-    finally:
-        await services.aclose()
-
-
 def test_parallel_generations_spend_exactly_the_balance(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, database_url=database_url, port=free_port())
     with LiveServer(settings) as server:
@@ -53,7 +44,7 @@ def test_parallel_generations_spend_exactly_the_balance(database_url: str, tmp_p
         )
 
         statuses = asyncio.run(_fire(server.base_url, token, REQUESTS, {"prompt": "a kite"}))
-        (allowance_sum, purchased_sum), total = asyncio.run(_ledger_and_balance(server, account_id))
+        (allowance_sum, purchased_sum), total = ledger_and_balance(settings, account_id)
 
     assert Counter(statuses) == {200: CREDITS, 402: REQUESTS - CREDITS}
     assert total == 0

@@ -26,6 +26,7 @@ from conftest import (
     bearer,
     create_account_key,
     free_port,
+    ledger_and_balance,
     make_settings,
     unique_redis_prefix,
 )
@@ -121,15 +122,6 @@ async def _post_all(targets: list[tuple[str, str]], body: dict[str, object]) -> 
     return [response.status_code for response in responses]
 
 
-async def _ledger_and_balance(settings: Settings, account_id: str) -> tuple[tuple[int, int], int]:
-    services = build_services(settings)
-    try:
-        total = (await services.credits.balance(account_id)).total
-        return await services.credits.ledger_totals(account_id), total
-    finally:
-        await services.aclose()
-
-
 @pytest.fixture
 def shared_servers(
     postgres_url: str, redis_url: str, tmp_path: Path
@@ -170,7 +162,7 @@ def test_two_servers_share_rate_limit_and_balance(
     credit_statuses = asyncio.run(
         _post_all([(server.base_url, funded) for server in [first, second] * 6], {"prompt": "kite"})
     )
-    (allowance_sum, purchased_sum), total = asyncio.run(_ledger_and_balance(settings, account_id))
+    (allowance_sum, purchased_sum), total = ledger_and_balance(settings, account_id)
 
     assert rate_statuses == [200] * 6 + [429] * 4
     assert Counter(credit_statuses) == {200: 4, 402: 8}
@@ -235,7 +227,7 @@ def test_killed_server_leaves_reservation_the_next_start_releases(
         if request is not None:
             request.kill()
             request.wait(timeout=30)
-    (allowance_sum, purchased_sum), total = asyncio.run(_ledger_and_balance(settings, account_id))
+    (allowance_sum, purchased_sum), total = ledger_and_balance(settings, account_id)
 
     assert kept_by_live_peer == ["held"]
     assert after_kill == ["held"]
