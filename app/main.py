@@ -80,6 +80,11 @@ async def release_stale_reservations_forever(services: Services) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     await prepare_database(services)
+    if services.settings.is_production and services.settings.redis_url is None:
+        logger.warning(
+            "VISIONCRAFT_REDIS_URL is unset: each replica keeps its own rate limits, so the "
+            "limits multiply with the replica count; set it to share them"
+        )
     app.state.demo_account_id = (await services.accounts.ensure_demo_account()).id
     await release_stale_reservations(services)
     retention_task = asyncio.create_task(delete_expired_images_forever(services))

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import unique_redis_prefix
+from conftest import free_port, unique_redis_prefix
 
 from app.accounts.limits import Bucket, LimitStore, MemoryLimitStore, RedisLimitStore
 
@@ -94,3 +94,21 @@ async def test_parallel_hits_never_pass_the_limit(store: LimitStore) -> None:
     decisions = await asyncio.gather(*(store.hit([bucket]) for _ in range(40)))
 
     assert sum(decision.allowed for decision in decisions) == 10
+
+
+async def test_unreachable_redis_lets_requests_through(caplog: pytest.LogCaptureFixture) -> None:
+    store = RedisLimitStore(f"redis://127.0.0.1:{free_port()}/0", prefix=unique_redis_prefix())
+    bucket = Bucket("rate:down", "key", 1, 60.0)
+    try:
+        decisions = [await store.hit([bucket]) for _ in range(3)]
+        leased = await store.acquire_lease("leases:down", 1, "a", 60)
+        counted = await store.add_capped("counter:down", 5, 1, 60)
+    finally:
+        await store.aclose()
+
+    assert all(decision.allowed for decision in decisions)
+    assert leased is True
+    assert counted.accepted is True
+    assert store.failures == 5
+    warnings = [record for record in caplog.records if "Redis failed" in record.getMessage()]
+    assert len(warnings) == 1

@@ -13,6 +13,7 @@ every replica shares the same state.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 MEMORY_PRUNE_EVERY = 1000
+REDIS_TIMEOUT_S = 1.0
+FAILURE_WARNING_INTERVAL_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -237,24 +242,38 @@ return {1, value}
 
 
 class RedisLimitStore:
-    """Limits shared by every replica, in Redis. Keys start with `prefix`."""
+    """Limits shared by every replica, in Redis. Keys start with `prefix`.
+
+    When Redis cannot be reached, every limit lets the request through (fail open) and a
+    warning is logged at most once a minute: credits live in the database and stay exact, and
+    an outage of the limit store should not stop the API.
+    """
 
     def __init__(self, url: str, *, prefix: str = "visioncraft:") -> None:
         import redis.asyncio as redis  # imported only when REDIS_URL is set
 
         self._prefix = prefix
-        self._client: Any = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._client: Any = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
+        self._errors = (redis.RedisError, OSError)
         self._gcra = self._client.register_script(GCRA_SCRIPT)
         self._acquire = self._client.register_script(ACQUIRE_LEASE_SCRIPT)
         self._add_capped = self._client.register_script(ADD_CAPPED_SCRIPT)
+        self.failures = 0
+        self._warned_at: float | None = None
 
     async def hit(self, buckets: Sequence[Bucket]) -> RateDecision:
         arguments: list[int] = []
         for bucket in buckets:
             arguments += [round(bucket.interval_s * 1e6), round(bucket.window_s * 1e6)]
-        reply = await self._gcra(
-            keys=[self._prefix + bucket.key for bucket in buckets], args=arguments
-        )
+        try:
+            reply = await self._gcra(
+                keys=[self._prefix + bucket.key for bucket in buckets], args=arguments
+            )
+        except self._errors as error:
+            self._record_failure("a rate limit", error)
+            return _decide(buckets, [0.0] * len(buckets), 0.0)[0]
         states = tuple(
             BucketState(
                 policy=bucket.policy,
@@ -270,23 +289,53 @@ class RedisLimitStore:
         )
 
     async def acquire_lease(self, key: str, limit: int, lease_id: str, ttl_s: float) -> bool:
-        reply = await self._acquire(
-            keys=[self._prefix + key], args=[limit, lease_id, math.ceil(ttl_s * 1000)]
-        )
+        try:
+            reply = await self._acquire(
+                keys=[self._prefix + key], args=[limit, lease_id, math.ceil(ttl_s * 1000)]
+            )
+        except self._errors as error:
+            self._record_failure("a concurrency lease", error)
+            return True
         return int(reply) == 1
 
     async def release_lease(self, key: str, lease_id: str) -> None:
-        await self._client.zrem(self._prefix + key, lease_id)
+        try:
+            await self._client.zrem(self._prefix + key, lease_id)
+        except self._errors as error:  # the lease expires by itself after its ttl
+            self._record_failure("a lease release", error)
 
     async def add_capped(self, key: str, amount: int, cap: int, ttl_s: float) -> CounterResult:
-        reply = await self._add_capped(
-            keys=[self._prefix + key], args=[amount, cap, math.ceil(ttl_s * 1000)]
-        )
+        try:
+            reply = await self._add_capped(
+                keys=[self._prefix + key], args=[amount, cap, math.ceil(ttl_s * 1000)]
+            )
+        except self._errors as error:
+            self._record_failure("a capped counter", error)
+            return CounterResult(accepted=True, value=0)
         return CounterResult(accepted=int(reply[0]) == 1, value=int(reply[1]))
 
     async def read_counter(self, key: str) -> int:
-        value = await self._client.get(self._prefix + key)
+        try:
+            value = await self._client.get(self._prefix + key)
+        except self._errors as error:
+            self._record_failure("a counter read", error)
+            return 0
         return int(value) if value is not None else 0
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    def _record_failure(self, operation: str, error: BaseException) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < FAILURE_WARNING_INTERVAL_S:
+            return
+        self._warned_at = now
+        logger.warning(
+            "Redis failed during %s (%s: %s); limits let requests through until it is back "
+            "(%s failures so far)",
+            operation,
+            type(error).__name__,
+            error,
+            self.failures,
+        )
