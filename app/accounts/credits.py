@@ -320,8 +320,8 @@ class CreditService:
     ) -> bool:
         """Add `credits` to the purchased balance, which never expires.
 
-        With `reference` (an invoice or checkout id) the grant happens at most once; a repeat
-        returns False.
+        With `reference` (an invoice or checkout id) the grant happens at most once, because
+        the ledger's `reference` column is unique; a repeat returns False.
         """
         if kind not in (EntryKind.GRANT, EntryKind.PACK_PURCHASE):
             raise ValueError(f"grant() adds grants and pack purchases, not {kind!r}")

@@ -245,8 +245,8 @@ class RedisLimitStore:
     """Limits shared by every replica, in Redis. Keys start with `prefix`.
 
     When Redis cannot be reached, every limit lets the request through (fail open) and a
-    warning is logged at most once a minute: credits live in the database and stay exact, and
-    an outage of the limit store should not stop the API.
+    warning is logged at most once a minute. Credits live in the database and stay exact, so an
+    outage of the limit store need not stop the API.
     """
 
     def __init__(self, url: str, *, prefix: str = "visioncraft:") -> None:
