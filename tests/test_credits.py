@@ -16,6 +16,8 @@ from app.accounts.credits import add_months, next_cycle
 from app.accounts.keys import KeyMode, format_key, hash_secret
 from app.container import Services, build_services
 from app.errors import InsufficientCreditsError
+from app.generation.options import ImageSize
+from app.generation.service import GenerationRequest
 from app.storage.database import alembic_config, create_engine, migrate
 from app.storage.tables import Account, CreditLedgerEntry, CreditReservation, utc_now
 
@@ -328,3 +330,27 @@ def test_existing_rows_survive_the_migration(database_url: str, tmp_path: Path) 
     assert total == 0
     assert image_ids == [OLD_IMAGE_ID]
     assert plans == {"admin@localhost": "unlimited", "user@example.com": "free"}
+
+
+async def test_usage_groups_by_utc_day(services: Services) -> None:
+    account = await services.accounts.create("usage@example.com")
+    created = await services.keys.create(account.id, name="ci")
+    principal = await services.keys.authenticate(created.token)
+    before = utc_now()
+    await services.generation.generate(principal, GenerationRequest(prompt="kite", count=2))
+    await services.generation.generate(
+        principal, GenerationRequest(prompt="kite", image_size=ImageSize.K2)
+    )
+    after = utc_now()
+    if before.date() != after.date():
+        pytest.skip("the generations ran across midnight UTC; their days differ")
+    today = before.date()
+
+    by_key = await services.usage.by_key(account.id, today - timedelta(days=1), today)
+    by_plan = await services.usage.by_plan_and_backend(today, today)
+
+    assert [(row.day, row.group, row.images, row.credits) for row in by_key] == [
+        (today, (created.row.id,), 3, 4)
+    ]
+    assert [(row.group, row.images, row.credits) for row in by_plan] == [(("free", "demo"), 3, 4)]
+    assert (await services.credits.balance(account.id)).allowance == 46
