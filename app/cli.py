@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import secrets
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from app.accounts.credits import MAX_GRANT_CREDITS
 from app.accounts.keys import KeyMode, describe_key
 from app.container import Services, build_backends, build_services
 from app.errors import ServiceError
@@ -124,6 +126,68 @@ async def command_keys_revoke(settings: Settings, args: argparse.Namespace) -> N
     print(f"Revoked key {row.id} ({row.name}).")
 
 
+async def command_accounts_create(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        account = await services.accounts.create(
+            args.email, role="admin" if args.admin else "user", plan=args.plan
+        )
+    print(
+        f"Created account {account.id} ({account.email}, {account.role}) on the {account.plan} "
+        f"plan with {account.allowance_credits} allowance credits until "
+        f"{account.cycle_ends_at:%Y-%m-%d %H:%M} UTC."
+    )
+
+
+async def command_accounts_list(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        accounts = await services.accounts.list(limit=10_000)
+    print(f"{'ACCOUNT ID':<32} {'ROLE':<6} {'PLAN':<12} {'ALLOWANCE':>9} {'PURCHASED':>9} EMAIL")
+    for account in accounts:
+        print(
+            f"{account.id:<32} {account.role:<6} {account.plan:<12} "
+            f"{account.allowance_credits:>9} {account.purchased_credits:>9} {account.email}"
+        )
+
+
+async def command_accounts_set_plan(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        account = await services.accounts.get_by_email(args.email)
+        account = await services.accounts.set_plan(account.id, args.plan)
+    print(
+        f"{account.email} is on the {account.plan} plan, with {account.allowance_credits} "
+        f"allowance credits until {account.cycle_ends_at:%Y-%m-%d %H:%M} UTC."
+    )
+
+
+def _read_password() -> str:
+    """Ask twice on a terminal; otherwise read one line from standard input."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    password = getpass.getpass("New password: ")
+    if getpass.getpass("Repeat it: ") != password:
+        raise CommandError("the two passwords differ; nothing was changed")
+    return password
+
+
+async def command_accounts_set_password(settings: Settings, args: argparse.Namespace) -> None:
+    password = _read_password()
+    async with open_services(settings) as services:
+        account = await services.accounts.get_by_email(args.email)
+        await services.accounts.set_password(account.id, password)
+    print(f"Set the password of {account.email}.")
+
+
+async def command_credits_grant(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        account = await services.accounts.get_by_email(args.email)
+        await services.credits.grant(account.id, args.credits, reason=args.reason)
+        balance = await services.credits.balance(account.id)
+    print(
+        f"Granted {args.credits} credits to {account.email}: balance {balance.total} "
+        f"({balance.allowance} allowance, {balance.purchased} purchased)."
+    )
+
+
 async def command_generate(settings: Settings, args: argparse.Namespace) -> None:
     backend_name = settings.resolved_backend.value
     backend = build_backends(settings)[backend_name]
@@ -215,6 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="Revoke a key by its id.")
     revoke.add_argument("key_id", metavar="KEY_ID")
 
+    accounts = commands.add_parser("accounts", help="Create and list accounts, set plans.")
+    account_commands = accounts.add_subparsers(
+        dest="accounts_command", required=True, metavar="ACTION"
+    )
+    account_create = account_commands.add_parser("create", help="Create an account.")
+    account_create.add_argument("--email", required=True, help="The account's email address.")
+    account_create.add_argument("--plan", default="free", help="Plan name (default: free).")
+    account_create.add_argument(
+        "--admin", action="store_true", help="An admin account, whose keys may carry `admin`."
+    )
+    account_commands.add_parser("list", help="List accounts with their plans and balances.")
+    set_plan = account_commands.add_parser(
+        "set-plan", help="Move an account to a plan; a new cycle starts with its allowance."
+    )
+    set_plan.add_argument("email", metavar="EMAIL")
+    set_plan.add_argument("plan", metavar="PLAN")
+    set_password = account_commands.add_parser(
+        "set-password", help="Set the password for the web pages (asked, or read from stdin)."
+    )
+    set_password.add_argument("email", metavar="EMAIL")
+
+    credits = commands.add_parser("credits", help="Grant credits.")
+    credit_commands = credits.add_subparsers(
+        dest="credits_command", required=True, metavar="ACTION"
+    )
+    grant = credit_commands.add_parser("grant", help="Add credits that never expire.")
+    grant.add_argument("email", metavar="EMAIL")
+    grant.add_argument("credits", metavar="N", type=_credits, help="Credits to add, 1 or more.")
+    grant.add_argument("--reason", required=True, help="Why; kept in the credit ledger.")
+
     generate = commands.add_parser("generate", help="Generate images locally, without the server.")
     generate.add_argument("prompt", metavar="PROMPT")
     generate.add_argument(
@@ -252,10 +346,19 @@ def _image_count(text: str) -> int:
     return _bounded_int(text, 1, MAX_IMAGES_PER_REQUEST)
 
 
+def _credits(text: str) -> int:
+    return _bounded_int(text, 1, MAX_GRANT_CREDITS)
+
+
 ASYNC_COMMANDS = {
     ("keys", "create"): command_keys_create,
     ("keys", "list"): command_keys_list,
     ("keys", "revoke"): command_keys_revoke,
+    ("accounts", "create"): command_accounts_create,
+    ("accounts", "list"): command_accounts_list,
+    ("accounts", "set-plan"): command_accounts_set_plan,
+    ("accounts", "set-password"): command_accounts_set_password,
+    ("credits", "grant"): command_credits_grant,
     ("generate", None): command_generate,
 }
 

@@ -8,8 +8,15 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.accounts.credits import CreditService
+from app.accounts.gate import GateSettings, GenerationGate
 from app.accounts.keys import KeyService
+from app.accounts.limits import LimitStore, MemoryLimitStore, RedisLimitStore
+from app.accounts.metrics import AccountMetrics
+from app.accounts.plans import PlanCatalog
+from app.accounts.ratelimit import DemoLimits, RequestLimiter
 from app.accounts.service import AccountService
+from app.accounts.usage import UsageService
 from app.contact.service import ContactService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
@@ -33,10 +40,17 @@ class Services:
     generation: GenerationService
     signer: UrlSigner
     contact: ContactService
+    plans: PlanCatalog
+    credits: CreditService
+    limit_store: LimitStore
+    limiter: RequestLimiter
+    account_metrics: AccountMetrics
+    usage: UsageService
 
     async def aclose(self) -> None:
         await self.generation.aclose()
         await self.store.aclose()
+        await self.limit_store.aclose()
         await self.engine.dispose()
 
 
@@ -61,6 +75,13 @@ def build_store(settings: Settings) -> ImageStore:
     return GcsImageStore(settings.gcs_bucket)
 
 
+def build_limit_store(settings: Settings) -> LimitStore:
+    """Share limits through Redis when REDIS_URL is set, else keep them in this process."""
+    if settings.redis_url is None:
+        return MemoryLimitStore()
+    return RedisLimitStore(settings.redis_url.get_secret_value(), prefix=settings.redis_key_prefix)
+
+
 def build_services(
     settings: Settings,
     *,
@@ -77,6 +98,27 @@ def build_services(
     engine = create_engine(settings.resolved_database_url)
     sessions = create_session_factory(engine)
     store = build_store(settings)
+    account_metrics = AccountMetrics(meter_provider)
+    plans = PlanCatalog(sessions)
+    credits = CreditService(
+        sessions,
+        plans,
+        account_metrics,
+        purchase_url=f"{settings.resolved_public_base_url}/pricing",
+    )
+    limit_store = build_limit_store(settings)
+    gate = GenerationGate(
+        plans=plans,
+        credits=credits,
+        store=limit_store,
+        metrics=account_metrics,
+        settings=GateSettings(
+            blocked_prompts_per_hour=settings.blocked_prompts_per_hour,
+            lease_ttl_s=settings.request_timeout_s + settings.stale_reservation_margin_s,
+            daily_spend_cap_usd=settings.daily_spend_cap_usd,
+            cost_per_image_usd=settings.upstream_cost_per_image_usd,
+        ),
+    )
     generation = GenerationService(
         sessions=sessions,
         store=store,
@@ -84,6 +126,7 @@ def build_services(
         live_backend=settings.resolved_backend.value,
         backend_timeout_s=settings.backend_timeout_s,
         request_timeout_s=settings.request_timeout_s,
+        gate=gate,
     )
     return Services(
         settings=settings,
@@ -92,9 +135,22 @@ def build_services(
         engine=engine,
         sessions=sessions,
         store=store,
-        accounts=AccountService(sessions),
+        accounts=AccountService(sessions, plans, credits),
         keys=KeyService(sessions, settings.resolved_secret_key),
         generation=generation,
         signer=UrlSigner(settings.resolved_secret_key),
         contact=ContactService(sessions, max_per_hour=settings.contact_max_per_hour),
+        plans=plans,
+        credits=credits,
+        limit_store=limit_store,
+        limiter=RequestLimiter(
+            limit_store,
+            plans,
+            DemoLimits(
+                requests_per_minute=settings.demo_requests_per_minute,
+                requests_per_day=settings.demo_requests_per_day,
+            ),
+        ),
+        account_metrics=account_metrics,
+        usage=UsageService(sessions),
     )

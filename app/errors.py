@@ -119,3 +119,31 @@ class UpstreamError(ServiceError):
 
     code = "backend_error"
     title = "Image backend failed"
+
+
+class InsufficientCreditsError(ServiceError):
+    """The account's balance does not cover the price of the request."""
+
+    code = "insufficient_credits"
+    title = "Insufficient credits"
+
+    def __init__(self, *, balance: int, price: int, purchase_url: str) -> None:
+        super().__init__(
+            f"This request costs {price} credits but the balance is {balance}. "
+            f"Buy credits or upgrade the plan at {purchase_url}, or ask for fewer or smaller "
+            "images.",
+            balance=balance,
+            price=price,
+            purchase_url=purchase_url,
+        )
+
+
+class CapacityExceededError(ServiceError):
+    """The service reached its daily cap on upstream spend; paid backends pause until it resets."""
+
+    code = "capacity_exceeded"
+    title = "Capacity exceeded"
+
+    def __init__(self, detail: str, *, retry_after_s: float, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s

@@ -9,9 +9,13 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from app import __version__
-from app.api import images
+from app.accounts.credits import stale_cutoff
+from app.accounts.service import DEFAULT_PLAN, INTERNAL_PLAN
+from app.api import account, admin, demo, images, keys, plans
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.container import Services, build_services
@@ -26,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 RETENTION_INTERVAL_S = 3600.0
+STALE_RESERVATION_SWEEP_S = 60.0
 
 
 async def prepare_database(services: Services) -> None:
@@ -35,7 +40,11 @@ async def prepare_database(services: Services) -> None:
         await migrate(settings.resolved_database_url)
     elif not await is_database_current(services.engine):
         logger.error("the database is not at the newest migration: run `visioncraft migrate`")
-    await services.accounts.ensure_local_account()
+    # The local admin account never hits a limit in development. In production it starts as
+    # a free account like any other, until an operator changes its plan.
+    await services.accounts.ensure_local_account(
+        plan=DEFAULT_PLAN if settings.is_production else INTERNAL_PLAN
+    )
 
 
 async def check_image_store(services: Services) -> None:
@@ -61,12 +70,41 @@ async def delete_expired_images_forever(services: Services) -> None:
         await asyncio.sleep(RETENTION_INTERVAL_S)
 
 
+async def release_stale_reservations(services: Services) -> int:
+    """Refund credit reservations too old to belong to any request still running."""
+    settings = services.settings
+    cutoff = stale_cutoff(
+        utc_now(),
+        request_timeout_s=settings.request_timeout_s,
+        margin_s=settings.stale_reservation_margin_s,
+    )
+    return await services.credits.release_stale(cutoff)
+
+
+async def release_stale_reservations_forever(services: Services) -> None:
+    """Release stale reservations every minute; the first sweep runs at start."""
+    while True:
+        await asyncio.sleep(STALE_RESERVATION_SWEEP_S)
+        try:
+            await release_stale_reservations(services)
+        except Exception:  # the next round retries; a failed sweep must not stop the service
+            logger.exception("releasing stale credit reservations failed")
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     await prepare_database(services)
     await check_image_store(services)
+    if services.settings.is_production and services.settings.redis_url is None:
+        logger.warning(
+            "VISIONCRAFT_REDIS_URL is unset: each replica keeps its own rate limits, so the "
+            "limits multiply with the replica count; set it to share them"
+        )
+    app.state.demo_account_id = (await services.accounts.ensure_demo_account()).id
+    await release_stale_reservations(services)
     retention_task = asyncio.create_task(delete_expired_images_forever(services))
+    sweep_task = asyncio.create_task(release_stale_reservations_forever(services))
     logger.info(
         "VisionCraftAI %s started: backend %s, database %s, image store %s",
         __version__,
@@ -77,9 +115,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        retention_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention_task
+        for task in (retention_task, sweep_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         still_running = await services.generation.wait_for_in_flight(
             services.settings.request_timeout_s
         )
@@ -89,10 +128,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("VisionCraftAI stopped")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    meter_provider: MeterProvider | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     settings.check_seller_details()
-    services = build_services(settings)
+    services = build_services(
+        settings, meter_provider=meter_provider, tracer_provider=tracer_provider
+    )
     app = FastAPI(
         title="VisionCraftAI",
         version=__version__,
@@ -104,10 +150,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     app.state.public_base_url = settings.resolved_public_base_url
+    app.state.rejection_recorder = services.account_metrics.record_rejection
     install_problem_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(images.router)
+    for module in (images, account, keys, admin, demo, plans):
+        api.include_router(module.router)
     app.include_router(api)
     install_web(app, settings)
 

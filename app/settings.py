@@ -157,6 +157,45 @@ class Settings(BaseSettings):
     seller_returns_policy: str | None = Field(
         None, description="Cancellation, refund and return terms."
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL for rate limits shared by every replica; in-process when unset.",
+    )
+    redis_key_prefix: str = Field(
+        "visioncraft:", description="Prefix of every Redis key, so that services can share one."
+    )
+    currency: str = Field(
+        "jpy",
+        pattern=r"^[a-z]{3}$",
+        description="ISO 4217 code (lower case) of plan and credit pack prices.",
+    )
+    stale_reservation_margin_s: float = Field(
+        60.0,
+        ge=0,
+        description="A credit reservation older than REQUEST_TIMEOUT_S plus this is released.",
+    )
+    blocked_prompts_per_hour: int = Field(
+        20,
+        ge=1,
+        description="Safety-blocked generations one key may have per hour before it gets 429.",
+    )
+    daily_spend_cap_usd: float = Field(
+        50.0,
+        ge=0,
+        description="Cap on the estimated upstream spend per UTC day, USD; 0 means no cap.",
+    )
+    upstream_cost_per_image_usd: dict[str, float] = Field(
+        # NOTE: estimates of Gemini 3.1 Flash Image list prices from third-party listings in
+        # late 2026, not from Google's price page; set them from your own Google bill.
+        default_factory=lambda: {"1K": 0.07, "2K": 0.1, "4K": 0.15},
+        description="Estimated upstream cost of one image by image size, USD (a JSON object).",
+    )
+    demo_requests_per_minute: int = Field(
+        5, ge=1, description="Demo generations one client address may start per minute."
+    )
+    demo_requests_per_day: int = Field(
+        20, ge=1, description="Demo generations one client address may start per UTC day."
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -185,6 +224,17 @@ class Settings(BaseSettings):
         if self.image_store is ImageStoreName.GCS and not self.gcs_bucket:
             raise ValueError(GCS_BUCKET_MISSING)
         return self
+
+    @field_validator("upstream_cost_per_image_usd")
+    @classmethod
+    def _check_image_costs(cls, value: dict[str, float]) -> dict[str, float]:
+        expected = {"1K", "2K", "4K"}
+        if set(value) != expected or any(cost < 0 for cost in value.values()):
+            raise ValueError(
+                f"give a cost of 0 or more for each of 1K, 2K and 4K, such as "
+                f'{{"1K": 0.07, "2K": 0.1, "4K": 0.15}}; got {value!r}'
+            )
+        return value
 
     @field_validator("public_base_url")
     @classmethod

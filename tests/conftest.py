@@ -27,6 +27,7 @@ from app.container import Services, build_services
 from app.errors import NotFoundError
 from app.main import create_app
 from app.settings import Settings
+from app.storage.tables import Plan
 from fakes.gcs_api import FakeCloudStorage
 from fakes.gemini_api import FakeGeminiAPI
 
@@ -165,6 +166,92 @@ def create_key(
             await services.aclose()
 
     return asyncio.run(create())
+
+
+def add_plan(settings: Settings, name: str, **columns: object) -> None:
+    """Insert a plan row, as an operator would; unset limits are 0 (unlimited)."""
+    values: dict[str, object] = {
+        "display_name": name.title(),
+        "price": 0,
+        "monthly_credits": 0,
+        "credits_per_image_1k": 1,
+        "credits_per_image_2k": 2,
+        "credits_per_image_4k": 4,
+        "requests_per_minute": 0,
+        "concurrent_generations": 0,
+        "images_per_request": 0,
+        "renewal": "cycle",
+        "is_public": False,
+        "sort_order": 100,
+    }
+    values.update(columns)
+
+    async def insert() -> None:
+        services = build_services(settings)
+        try:
+            async with services.sessions.begin() as session:
+                session.add(Plan(name=name, **values))
+        finally:
+            await services.aclose()
+
+    asyncio.run(insert())
+
+
+def create_account_key(
+    settings: Settings,
+    email: str,
+    *,
+    plan: str = "free",
+    purchased_credits: int = 0,
+    role: str = "user",
+    mode: KeyMode = KeyMode.LIVE,
+    scopes: list[str] | None = None,
+) -> tuple[str, str]:
+    """Create an account on `plan` with `purchased_credits` granted and a key; return both ids.
+
+    The database of `settings` must be migrated already. Returns (account id, API key).
+    """
+
+    async def create() -> tuple[str, str]:
+        services = build_services(settings)
+        try:
+            account = await services.accounts.create(email, role=role, plan=plan)
+            if purchased_credits:
+                await services.credits.grant(account.id, purchased_credits, reason="test")
+            created = await services.keys.create(account.id, name="test", mode=mode, scopes=scopes)
+            return account.id, created.token
+        finally:
+            await services.aclose()
+
+    return asyncio.run(create())
+
+
+def ledger_and_balance(settings: Settings, account_id: str) -> tuple[tuple[int, int], int]:
+    """Return the sums of the account's ledger columns (allowance, purchased) and its balance."""
+
+    async def read() -> tuple[tuple[int, int], int]:
+        services = build_services(settings)
+        try:
+            total = (await services.credits.balance(account_id)).total
+            return await services.credits.ledger_totals(account_id), total
+        finally:
+            await services.aclose()
+
+    return asyncio.run(read())
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_server_variable(TEST_REDIS_URL_VARIABLE, "Redis")
+
+
+def unique_redis_prefix() -> str:
+    """A key prefix of its own for one test, so parallel runs on one Redis never collide."""
+    return f"vc-test:{os.getpid()}:{secrets.token_hex(6)}:"
 
 
 @pytest.fixture

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from app.accounts.service import verify_password
 
 
 def run_cli(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -137,3 +140,81 @@ def test_production_without_settings_names_them(tmp_path: Path) -> None:
 
     assert env_result.returncode == 2
     assert "VISIONCRAFT_SECRET_KEY" in env_result.stderr
+
+
+def test_accounts_create_list_and_set_plan(tmp_path: Path) -> None:
+    created = run_cli(tmp_path, "accounts", "create", "--email", "Ann@Example.com")
+    admin = run_cli(tmp_path, "accounts", "create", "--email", "boss@example.com", "--admin")
+    moved = run_cli(tmp_path, "accounts", "set-plan", "ann@example.com", "pro")
+    listed = run_cli(tmp_path, "accounts", "list").stdout
+
+    assert "(ann@example.com, user) on the free plan with 50 allowance credits" in created.stdout
+    assert "(boss@example.com, admin)" in admin.stdout
+    assert "ann@example.com is on the pro plan, with 1000 allowance credits" in moved.stdout
+    rows = {line.split()[-1]: line.split() for line in listed.splitlines()[1:]}
+    assert rows["ann@example.com"][1:5] == ["user", "pro", "1000", "0"]
+    assert rows["admin@localhost"][1:3] == ["admin", "unlimited"]
+
+
+def test_credits_grant_and_admin_key(tmp_path: Path) -> None:
+    run_cli(tmp_path, "accounts", "create", "--email", "boss@example.com", "--admin")
+    granted = run_cli(tmp_path, "credits", "grant", "boss@example.com", "25", "--reason", "gift")
+    admin_key = run_cli(
+        tmp_path,
+        "keys",
+        "create",
+        "--name",
+        "ops",
+        "--account",
+        "boss@example.com",
+        "--scopes",
+        "admin,images:read",
+    )
+
+    assert "Granted 25 credits to boss@example.com: balance 75 (50 allowance, 25 purchased)" in (
+        granted.stdout
+    )
+    assert admin_key.stdout.startswith("vc_live_")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("accounts", "set-plan", "nobody@example.com", "pro"), "No account with the email"),
+        (("accounts", "create", "--email", "x@example.com", "--plan", "gold"), "No plan named"),
+        (("accounts", "create", "--email", "not-an-email"), "is not an email address"),
+        (("credits", "grant", "admin@localhost", "0", "--reason", "x"), "0 is outside"),
+    ],
+)
+def test_accounts_commands_reject_bad_input(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    run_cli(tmp_path, "keys", "list")  # makes the database and the local account
+    result = run_cli(tmp_path, *args, check=False)
+
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+
+
+def test_set_password_stores_only_a_hash(tmp_path: Path) -> None:
+    run_cli(tmp_path, "accounts", "create", "--email", "ann@example.com")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VISIONCRAFT_")}
+    env["VISIONCRAFT_DATA_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "accounts", "set-password", "ann@example.com"],
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    with sqlite3.connect(tmp_path / "visioncraft.db") as connection:
+        (stored,) = connection.execute(
+            "SELECT password_hash FROM accounts WHERE email = 'ann@example.com'"
+        ).fetchone()
+
+    assert "Set the password of ann@example.com." in result.stdout
+    assert "correct horse" not in stored
+    assert verify_password("correct horse battery", stored)
+    assert not verify_password("correct horse battery!", stored)

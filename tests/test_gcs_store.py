@@ -10,9 +10,13 @@ import pytest
 from conftest import TEST_BUCKET, make_settings
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
+from opentelemetry.metrics import NoOpMeterProvider
 from pydantic import ValidationError
 
+from app.accounts.credits import CreditService
 from app.accounts.keys import KeyService
+from app.accounts.metrics import AccountMetrics
+from app.accounts.plans import PlanCatalog
 from app.accounts.service import AccountService
 from app.errors import ImageStoreUnavailableError
 from app.generation.demo import DemoBackend
@@ -258,7 +262,11 @@ async def test_retention_deletes_bytes_from_bucket(
         request_timeout_s=60,
     )
     keys = KeyService(sessions, b"retention-test-secret")
-    account = await AccountService(sessions).create("owner@example.com")
+    plans = PlanCatalog(sessions)
+    credits = CreditService(
+        sessions, plans, AccountMetrics(NoOpMeterProvider()), purchase_url="http://test/pricing"
+    )
+    account = await AccountService(sessions, plans, credits).create("owner@example.com")
     principal = await keys.authenticate((await keys.create(account.id, name="a")).token)
     try:
         outcome = await generation.generate(principal, GenerationRequest(prompt="old", count=2))

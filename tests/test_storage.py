@@ -8,9 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from opentelemetry.metrics import NoOpMeterProvider
 from sqlalchemy import event, inspect
 
+from app.accounts.credits import CreditService
 from app.accounts.keys import KeyMode, KeyService, format_key
+from app.accounts.metrics import AccountMetrics
+from app.accounts.plans import PlanCatalog
 from app.accounts.service import AccountService
 from app.errors import AuthenticationError, NotFoundError
 from app.generation.demo import DemoBackend
@@ -28,7 +32,10 @@ class Stack:
     def __init__(self, url: str, data_dir: Path) -> None:
         self.engine = create_engine(url)
         self.sessions = create_session_factory(self.engine)
-        self.accounts = AccountService(self.sessions)
+        plans = PlanCatalog(self.sessions)
+        metrics = AccountMetrics(NoOpMeterProvider())
+        credits = CreditService(self.sessions, plans, metrics, purchase_url="http://test/pricing")
+        self.accounts = AccountService(self.sessions, plans, credits)
         self.keys = KeyService(self.sessions, SECRET)
         self.store = LocalImageStore(data_dir / "images")
         self.generation = GenerationService(

@@ -295,44 +295,52 @@ def test_commerce_page_shows_seller_settings(tmp_path: Path) -> None:
     assert "VISIONCRAFT_SELLER_ADDRESS" in html  # unset in development: a placeholder names it
 
 
-def test_pricing_shows_placeholder_without_plans(client: TestClient) -> None:
-    html = _page(client, "/?lang=ja")
+def _pricing_table(html: str) -> str:
+    match = re.search(r'<table class="pricing">(.*?)</table>', html, re.DOTALL)
+    assert match is not None
+    return match.group(1)
 
-    assert "プランと価格はここに掲載します。価格はすべて消費税込みです。" in html
+
+def test_pricing_lists_public_plans_cheapest_first(client: TestClient) -> None:
+    table = _pricing_table(_page(client, "/?lang=en"))
+
+    assert re.findall(r'<th scope="row">(.*?)</th>', table) == ["Free", "Pro", "Enterprise"]
+    assert "Unlimited" not in table
 
 
 def test_pricing_shows_plans_tax_inclusive(client: TestClient, settings: object) -> None:
     import asyncio
 
-    from sqlalchemy import text
+    from sqlalchemy import update
 
-    from app.storage.database import create_engine
+    from app.container import build_services
+    from app.storage.tables import Plan
 
-    async def create_plans() -> None:
-        engine = create_engine(settings.resolved_database_url)  # type: ignore[attr-defined]
-        async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "CREATE TABLE plans (name VARCHAR(40), price INTEGER, monthly_credits INTEGER)"
+    async def set_prices() -> None:
+        services = build_services(settings)  # type: ignore[arg-type]
+        try:
+            async with services.sessions.begin() as session:
+                await session.execute(update(Plan).where(Plan.name == "pro").values(price=2980))
+                await session.execute(
+                    update(Plan).where(Plan.name == "enterprise").values(price=980, sort_order=-1)
                 )
-            )
-            await connection.execute(
-                text("INSERT INTO plans VALUES ('Pro', 2980, 500), ('Starter', 980, 100)")
-            )
-        await engine.dispose()
+        finally:
+            await services.aclose()
 
-    asyncio.run(create_plans())
+    asyncio.run(set_prices())
+    client.app.state.services.plans._loaded_at = None  # type: ignore[attr-defined]
     html = _page(client, "/?lang=ja")
     english = _page(client, "/?lang=en")
 
-    assert html.index("Starter") < html.index("Pro")
+    table = _pricing_table(html)
+    assert re.findall(r'<th scope="row">(.*?)</th>', table) == ["Free", "Enterprise", "Pro"]
     assert "￥980（税込）" in html
     assert "￥2,980（税込）" in html
     assert "¥2,980 (tax incl.)" in english
     product = json.loads(
         re.search(r'<script type="application/ld\+json">(.*?)</script>', html, re.DOTALL).group(1)  # type: ignore[union-attr]
     )
-    assert [offer["price"] for offer in product["offers"]] == ["0", "980", "2980"]
+    assert [offer["price"] for offer in product["offers"]] == ["0", "0", "980", "2980"]
 
 
 def test_server_error_page_has_security_headers(app: FastAPI) -> None:

@@ -63,11 +63,12 @@ DEFAULT_SCOPES = (Scope.IMAGES_GENERATE, Scope.IMAGES_READ, Scope.KEYS_MANAGE)
 class Principal:
     """The caller behind an authenticated API key."""
 
-    key_id: str
+    key_id: str | None  # None for the demo page, which has no key
     account_id: str
     mode: KeyMode
     scopes: frozenset[str]
     role: str
+    plan: str
 
     @property
     def is_test(self) -> bool:
@@ -193,6 +194,11 @@ class KeyService:
             account = await session.get(Account, account_id)
             if account is None:
                 raise NotFoundError(f"No account with id {account_id!r}.", code="account_not_found")
+            if account.role == "system":
+                raise PermissionDeniedError(
+                    f"The account {account.email} is used by the service itself and has no keys.",
+                    code="system_account",
+                )
             granted = parse_scopes(scopes, account_role=account.role)
             key_id, secret = _random_base62(KEY_ID_CHARS), _random_base62(SECRET_CHARS)
             token = format_key(mode, key_id, secret)
@@ -234,7 +240,7 @@ class KeyService:
         parsed = parse_key(token)
         async with self._sessions() as session:
             result = await session.execute(
-                select(ApiKey, Account.role)
+                select(ApiKey, Account.role, Account.plan)
                 .join(Account, Account.id == ApiKey.account_id)
                 .where(ApiKey.id == parsed.key_id)
             )
@@ -247,7 +253,7 @@ class KeyService:
                 "`visioncraft keys create`.",
                 code="invalid_api_key",
             )
-        row, role = found
+        row, role, plan = found
         if row.revoked_at is not None:
             raise AuthenticationError(
                 f"The API key {row.id} was revoked on {row.revoked_at:%Y-%m-%d}. Use another key.",
@@ -260,6 +266,7 @@ class KeyService:
             mode=KeyMode(row.mode),
             scopes=frozenset(row.scopes.split()),
             role=role,
+            plan=plan,
         )
 
     async def _touch(self, row: ApiKey) -> None:

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from app.accounts.keys import Principal, Scope
 from app.container import Services
-from app.errors import AuthenticationError
+from app.errors import AuthenticationError, PermissionDeniedError
 
 
 def get_services(request: Request) -> Services:
@@ -43,6 +43,11 @@ async def authenticate(request: Request, services: ServicesDep) -> Principal:
         )
     principal = await services.keys.authenticate(token)
     request.state.principal = principal
+    decision = await services.limiter.check(principal)
+    # Kept for the response headers, on a 429 as on any other answer.
+    request.state.rate_limit = decision
+    if decision is not None and not decision.allowed:
+        raise services.limiter.rejection(decision)
     return principal
 
 
@@ -59,5 +64,17 @@ def require_scope(scope: Scope) -> Callable[[Principal], Awaitable[Principal]]:
     return check
 
 
+async def require_admin(principal: PrincipalDep) -> Principal:
+    """Authenticate an admin: the key needs the `admin` scope and its account the admin role."""
+    principal.require(Scope.ADMIN)
+    if principal.role != "admin":
+        raise PermissionDeniedError(
+            "Only an admin account may use the admin routes.", code="admin_only"
+        )
+    return principal
+
+
 GeneratorDep = Annotated[Principal, Depends(require_scope(Scope.IMAGES_GENERATE))]
 ReaderDep = Annotated[Principal, Depends(require_scope(Scope.IMAGES_READ))]
+KeyManagerDep = Annotated[Principal, Depends(require_scope(Scope.KEYS_MANAGE))]
+AdminDep = Annotated[Principal, Depends(require_admin)]

@@ -42,7 +42,7 @@ def image_url(services: Services, image_id: str) -> str:
     return f"{base}/api/v1/images/{image_id}/content?expires={expires_at}&signature={signature}"
 
 
-async def _generation_body(
+async def generation_body(
     services: Services, outcome: GenerationOutcome, response_format: str
 ) -> ImageGenerationPublic:
     generation = outcome.generation
@@ -102,7 +102,7 @@ async def create_generation(
     )
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    return await _generation_body(services, outcome, body.response_format)
+    return await generation_body(services, outcome, body.response_format)
 
 
 def _image_public(services: Services, image: Image) -> ImagePublic:

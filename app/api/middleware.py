@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.accounts.limits import RateDecision
 from app.api.problems import problem_body
 from telemetry.logs import request_id_var
 
@@ -68,6 +70,40 @@ def body_too_large_detail(max_body_bytes: int) -> str:
     )
 
 
+def format_duration(seconds: float) -> str:
+    """Write a duration as OpenAI's x-ratelimit-reset-* headers do: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{math.ceil(seconds * 10) / 10:g}s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
+    """Describe a rate decision in the IETF RateLimit fields and OpenAI's x-ratelimit-* set.
+
+    The IETF fields name each policy (the key's and the account's); OpenAI's set describes
+    the one with the fewest requests left.
+    """
+    policies = ", ".join(
+        f'"{state.policy}";q={state.limit};w={math.ceil(state.window_s)}'
+        for state in decision.states
+    )
+    current = ", ".join(
+        f'"{state.policy}";r={state.remaining};t={math.ceil(state.reset_s)}'
+        for state in decision.states
+    )
+    tightest = min(decision.states, key=lambda state: (state.remaining, -state.reset_s))
+    return [
+        (b"ratelimit-policy", policies.encode()),
+        (b"ratelimit", current.encode()),
+        (b"x-ratelimit-limit-requests", str(tightest.limit).encode()),
+        (b"x-ratelimit-remaining-requests", str(tightest.remaining).encode()),
+        (b"x-ratelimit-reset-requests", format_duration(tightest.reset_s).encode()),
+    ]
+
+
 def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
@@ -101,6 +137,9 @@ class RequestContextMiddleware:
                 response_started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                decision = scope["state"].get("rate_limit")
+                if decision is not None:
+                    headers += rate_limit_headers(decision)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -19,9 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
     AuthenticationError,
+    CapacityExceededError,
     ConflictError,
     ContentPolicyViolation,
     ImageStoreUnavailableError,
+    InsufficientCreditsError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -45,6 +47,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ConflictError: 409,
     ContentPolicyViolation: 422,
     RateLimitedError: 429,
+    InsufficientCreditsError: 402,
+    CapacityExceededError: 503,
     UpstreamError: 502,
     UpstreamUnavailableError: 503,
     ImageStoreUnavailableError: 503,
@@ -59,6 +63,9 @@ OPENAI_TYPE_BY_STATUS = {
     404: "not_found_error",
     429: "rate_limit_error",
 }
+
+# Answers that mean a customer hit a limit; each one is counted by status and code.
+COUNTED_STATUSES = frozenset({402, 429, 503})
 
 TITLE_BY_STATUS = {
     400: "Bad request",
@@ -145,13 +152,16 @@ async def handle_service_error(request: Request, error: Exception) -> JSONRespon
         headers["WWW-Authenticate"] = 'Bearer realm="visioncraft", error="invalid_token"'
         if error.instance_code == "missing_api_key":
             headers["WWW-Authenticate"] = 'Bearer realm="visioncraft"'
-    if isinstance(error, RateLimitedError):
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    retry_after_s = getattr(error, "retry_after_s", None)
+    if isinstance(retry_after_s, int | float):
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     param = error.field if isinstance(error, InvalidRequestError) else None
     errors = [{"field": param, "message": error.detail}] if param else None
     extra = dict(error.extra)
-    if isinstance(error, RateLimitedError):
-        extra.setdefault("retry_after_s", max(1, math.ceil(error.retry_after_s)))
+    if isinstance(retry_after_s, int | float):
+        extra.setdefault("retry_after_s", max(1, math.ceil(retry_after_s)))
+    if status in COUNTED_STATUSES:
+        _count_rejection(request, status, error.instance_code)
     return problem_response(
         request,
         status=status,
@@ -163,6 +173,13 @@ async def handle_service_error(request: Request, error: Exception) -> JSONRespon
         extra=extra,
         headers=headers,
     )
+
+
+def _count_rejection(request: Request, status: int, code: str) -> None:
+    """Count a 402, 429 or 503 answer by its code, for the alerts on credits and limits."""
+    recorder = getattr(request.app.state, "rejection_recorder", None)
+    if recorder is not None:
+        recorder(status, code)
 
 
 def _field_name(location: Sequence[Any]) -> str:

@@ -9,14 +9,16 @@ Its result is stored, and a retry with the same Idempotency-Key or the history f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -81,6 +83,36 @@ def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class Admission(Protocol):
+    async def use(self) -> None:
+        """Charge the generation, once its images are stored."""
+        ...
+
+
+class Gate(Protocol):
+    """Admits a generation before its backend call and undoes the admission if it fails.
+
+    `app.accounts.gate.GenerationGate` checks limits and reserves credits here.
+    """
+
+    def admit(
+        self, principal: Principal, generation: Generation
+    ) -> contextlib.AbstractAsyncContextManager[Admission]: ...
+
+
+class _FreeAdmission:
+    async def use(self) -> None:
+        return None
+
+
+class OpenGate:
+    """Admits every generation for free: for tools and tests without accounts."""
+
+    @contextlib.asynccontextmanager
+    async def admit(self, principal: Principal, generation: Generation) -> AsyncIterator[Admission]:
+        yield _FreeAdmission()
+
+
 class GenerationService:
     """Runs generations and serves the stored images of each account."""
 
@@ -93,8 +125,10 @@ class GenerationService:
         live_backend: str,
         backend_timeout_s: float,
         request_timeout_s: float,
+        gate: Gate | None = None,
     ) -> None:
         self._sessions = sessions
+        self._gate: Gate = gate or OpenGate()
         self._store = store
         self._backends = backends
         self._live_backend = live_backend
@@ -238,6 +272,15 @@ class GenerationService:
             end_user=request.end_user,
             created_at=utc_now(),
         )
+        async with self._gate.admit(principal, generation) as admission:
+            outcome = await self._produce(backend, spec, generation)
+            await admission.use()
+        return outcome
+
+    async def _produce(
+        self, backend: ImageBackend, spec: ImageSpec, generation: Generation
+    ) -> GenerationOutcome:
+        """Call the backend and store its images, or record the generation as failed."""
         started = time.perf_counter()
         try:
             result = await self._call_backend(backend, spec)

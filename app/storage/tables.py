@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -60,13 +62,117 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Plan(Base):
+    """A plan: its price, monthly allowance, credits per image and request limits.
+
+    Prices are integers in the smallest unit of CURRENCY. A limit of 0 means unlimited, and
+    0 credits per image means images of that size cost nothing.
+    """
+
+    __tablename__ = "plans"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    price: Mapped[int] = mapped_column(Integer, default=0)
+    monthly_credits: Mapped[int] = mapped_column(Integer, default=0)
+    credits_per_image_1k: Mapped[int] = mapped_column(Integer, default=1)
+    credits_per_image_2k: Mapped[int] = mapped_column(Integer, default=2)
+    credits_per_image_4k: Mapped[int] = mapped_column(Integer, default=4)
+    requests_per_minute: Mapped[int] = mapped_column(Integer, default=0)
+    concurrent_generations: Mapped[int] = mapped_column(Integer, default=0)
+    images_per_request: Mapped[int] = mapped_column(Integer, default=0)
+    # `cycle`: the allowance renews lazily every month; `invoice`: when billing says it was paid.
+    renewal: Mapped[str] = mapped_column(String(16), default="cycle")
+    # Internal plans (such as `unlimited`) are never offered to customers.
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CreditPack(Base):
+    """A one-time purchase of credits that never expire."""
+
+    __tablename__ = "credit_packs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(Integer)
+    price: Mapped[int] = mapped_column(Integer)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Account(Base):
+    """An owner of API keys and images, with its plan and its two credit balances.
+
+    `allowance_credits` is what is left of this cycle's allowance (it expires at
+    `cycle_ends_at`); `purchased_credits` never expire. Each equals the sum of its column in
+    the account's ledger entries.
+    """
+
     __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint("allowance_credits >= 0", name="allowance_not_negative"),
+        CheckConstraint("purchased_credits >= 0", name="purchased_not_negative"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="user")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    plan: Mapped[str] = mapped_column(ForeignKey("plans.name"), default="free")
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    allowance_credits: Mapped[int] = mapped_column(Integer, default=0)
+    purchased_credits: Mapped[int] = mapped_column(Integer, default=0)
+    cycle_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    cycle_ends_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class CreditLedgerEntry(Base):
+    """One change of an account's credits; rows are only ever added, never changed.
+
+    `allowance_amount` and `purchased_amount` are signed changes of the two balances, and
+    `amount` is their sum. `reference` makes a grant from an outside event (a Stripe invoice,
+    a checkout session) happen once.
+    """
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        CheckConstraint(
+            "amount = allowance_amount + purchased_amount", name="amount_is_sum_of_parts"
+        ),
+        Index("ix_credit_ledger_account_id_id", "account_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Integer)
+    allowance_amount: Mapped[int] = mapped_column(Integer, default=0)
+    purchased_amount: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    reservation_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    reference: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+
+
+class CreditReservation(Base):
+    """Credits held for one generation: `held` until it is `used` or `refunded`."""
+
+    __tablename__ = "credit_reservations"
+    __table_args__ = (Index("ix_credit_reservations_status_created_at", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    generation_id: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    credits: Mapped[int] = mapped_column(Integer)
+    allowance_credits: Mapped[int] = mapped_column(Integer)
+    purchased_credits: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="held")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):
@@ -89,6 +195,7 @@ class ApiKey(Base):
 
 class Generation(Base):
     __tablename__ = "generations"
+    __table_args__ = (Index("ix_generations_created_at", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(
@@ -111,6 +218,9 @@ class Generation(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # The request's price in credits (charged only when it succeeded) and the plan it ran on.
+    credits: Mapped[int] = mapped_column(Integer, default=0)
+    plan: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class Image(Base):

@@ -21,7 +21,7 @@ class ErrorCode:
     action: str
 
 
-ERROR_CODES: tuple[ErrorCode, ...] = (
+_UNSORTED_CODES: tuple[ErrorCode, ...] = (
     ErrorCode(
         "invalid_json",
         "400",
@@ -322,4 +322,105 @@ ERROR_CODES: tuple[ErrorCode, ...] = (
         N_("The image backend did not answer in time."),
         N_("Retry later, perhaps with fewer images per request."),
     ),
+    ErrorCode(
+        "insufficient_credits",
+        "402",
+        N_("The account's credits do not cover the price of the request."),
+        N_(
+            "Buy a credit pack or upgrade the plan; the problem names the balance, the price and where to buy."
+        ),
+    ),
+    ErrorCode(
+        "admin_only",
+        "403",
+        N_("Only an admin account may use the admin routes."),
+        N_("Use a key of an admin account that carries the admin scope."),
+    ),
+    ErrorCode(
+        "system_account",
+        "403",
+        N_("The account is used by the service itself and cannot hold keys."),
+        N_("Create keys for an ordinary account."),
+    ),
+    ErrorCode(
+        "plan_not_found",
+        "404",
+        N_("No plan has that name."),
+        N_("Use one of the plans that the detail lists."),
+    ),
+    ErrorCode(
+        "invalid_email",
+        "422",
+        N_("The value is not an email address."),
+        N_("Give an address such as name@example.com."),
+    ),
+    ErrorCode(
+        "password_too_short",
+        "422",
+        N_("The password is too short."),
+        N_("Use a longer password; the detail says the minimum length."),
+    ),
+    ErrorCode(
+        "invalid_credits",
+        "422",
+        N_("The number of credits to grant is out of range."),
+        N_("Grant a whole number of credits within the range that the detail names."),
+    ),
+    ErrorCode(
+        "invalid_reason",
+        "422",
+        N_("The reason for a credit grant is empty or too long."),
+        N_("Give a reason of 1 to 500 characters."),
+    ),
+    ErrorCode(
+        "invalid_date_range",
+        "422",
+        N_("The end of the date range is before its start."),
+        N_("Give a `from` date on or before the `to` date."),
+    ),
+    ErrorCode(
+        "too_many_images",
+        "422",
+        N_("The request asks for more images than the plan allows per request."),
+        N_("Lower `n` to the limit that the detail names, or upgrade the plan."),
+    ),
+    ErrorCode(
+        "rate_limit_exceeded",
+        "429",
+        N_("The key or its account sent more requests per minute than its plan allows."),
+        N_("Wait for the seconds in Retry-After, or upgrade the plan."),
+    ),
+    ErrorCode(
+        "too_many_concurrent_generations",
+        "429",
+        N_("The plan's limit of generations running at once is reached."),
+        N_("Retry when a running generation finishes, or upgrade the plan."),
+    ),
+    ErrorCode(
+        "too_many_blocked_prompts",
+        "429",
+        N_("Too many of this key's prompts were blocked by the safety filters this hour."),
+        N_("Review what is being sent and retry in the next hour."),
+    ),
+    ErrorCode(
+        "demo_rate_limit_exceeded",
+        "429",
+        N_("The demo's limit of images per minute from one address is reached."),
+        N_("Wait for the seconds in Retry-After, or create an account."),
+    ),
+    ErrorCode(
+        "demo_daily_limit_exceeded",
+        "429",
+        N_("The demo's limit of images per day from one address is reached."),
+        N_("Come back after midnight UTC, or create an account."),
+    ),
+    ErrorCode(
+        "capacity_exceeded",
+        "503",
+        N_("The service reached its daily cap on spending with the image provider."),
+        N_("Retry after midnight UTC; test keys and the demo still work."),
+    ),
 )
+
+# Listed by status; codes of one status keep the order above.
+ERROR_CODES = tuple(sorted(_UNSORTED_CODES, key=lambda item: item.status))

@@ -59,7 +59,7 @@ SELLER_LABELS = {
 
 @router.get("/", response_class=HTMLResponse)
 async def landing(request: Request, site: SiteDep, services: ServicesDep) -> HTMLResponse:
-    plans = await list_plan_prices(services.engine)
+    plans = await list_plan_prices(services.plans, services.settings.currency)
     locale = site.renderer.locale_of(request)
     _ = site.translator(request).gettext
     json_ld = product_json_ld(
@@ -68,8 +68,9 @@ async def landing(request: Request, site: SiteDep, services: ServicesDep) -> HTM
         description=_("Turn a prompt into images in your browser or through an API."),
         plans=plans,
         demo_offer_name=_("Free demo"),
+        currency=services.settings.currency,
     )
-    prices = [(plan, format_price(plan.price, locale)) for plan in plans or ()]
+    prices = [(plan, format_price(plan.price, locale, plan.currency)) for plan in plans]
     return site.renderer.render(
         request,
         "landing.html",

@@ -7,7 +7,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from app.web.i18n import LOCALE_QUERY, SUPPORTED_LOCALES
-from app.web.pricing import CURRENCY, PlanPrice
+from app.web.pricing import PlanPrice
 from app.web.rendering import PRODUCT_NAME
 
 # Pages that search engines should list, in the order of the sitemap.
@@ -67,6 +67,7 @@ def product_json_ld(
     description: str,
     plans: Sequence[PlanPrice] | None,
     demo_offer_name: str,
+    currency: str,
 ) -> dict[str, Any]:
     """Describe the product as a schema.org SoftwareApplication with its offers."""
     offers: list[dict[str, Any]] = [
@@ -74,7 +75,7 @@ def product_json_ld(
             "@type": "Offer",
             "name": demo_offer_name,
             "price": "0",
-            "priceCurrency": CURRENCY,
+            "priceCurrency": currency.upper(),
             "url": f"{base_url}/generate",
         }
     ]
@@ -83,7 +84,7 @@ def product_json_ld(
             "@type": "Offer",
             "name": plan.name,
             "price": str(plan.price),
-            "priceCurrency": CURRENCY,
+            "priceCurrency": plan.currency,
             "url": f"{base_url}/#pricing",
         }
         for plan in plans or ()

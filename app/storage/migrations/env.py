@@ -42,8 +42,15 @@ def _run(connection: Connection) -> None:
 async def _run_online() -> None:
     engine = create_engine(_database_url())
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(_run)
+        async with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch migrations copy a table, drop the original and rename the copy. With
+                # foreign keys on, dropping `accounts` would cascade to every API key and image.
+                # The pragma has no effect inside a transaction, so it runs before one begins.
+                await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                await connection.commit()
+            async with connection.begin():
+                await connection.run_sync(_run)
     finally:
         await engine.dispose()
 

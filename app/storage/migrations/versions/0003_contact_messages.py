@@ -1,7 +1,7 @@
 """Contact messages sent through the web contact form.
 
-Revision ID: 0004
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-04 21:00:00.000000
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-# NOTE: chained after the core tables; merging re-chains it after the newest revision.
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,97 @@
+"""Request rate limits of API keys and accounts, and of demo clients by address."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from app.accounts.keys import Principal
+from app.accounts.limits import Bucket, LimitStore, RateDecision
+from app.accounts.plans import PlanCatalog
+from app.errors import RateLimitedError
+
+MINUTE_S = 60.0
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class DemoLimits:
+    requests_per_minute: int
+    requests_per_day: int
+
+
+def seconds_until_utc_midnight(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
+
+
+class RequestLimiter:
+    """Checks every authenticated request against its plan's requests per minute.
+
+    The same limit applies to the key and to its account, so an account cannot pass it by
+    spreading requests over several keys. A plan with 0 requests per minute is not limited
+    and costs no store access.
+    """
+
+    def __init__(self, store: LimitStore, plans: PlanCatalog, demo: DemoLimits) -> None:
+        self._store = store
+        self._plans = plans
+        self._demo = demo
+
+    async def check(self, principal: Principal) -> RateDecision | None:
+        """Spend one request of the key and its account; None when the plan has no limit.
+
+        A refused request spends nothing; `rejection()` builds its 429.
+        """
+        plan = await self._plans.get(principal.plan)
+        limit = plan.requests_per_minute
+        if limit <= 0:
+            return None
+        buckets = [
+            Bucket(f"rate:key:{principal.key_id}", "key", limit, MINUTE_S),
+            Bucket(f"rate:account:{principal.account_id}", "account", limit, MINUTE_S),
+        ]
+        return await self._store.hit(buckets)
+
+    @staticmethod
+    def rejection(decision: RateDecision) -> RateLimitedError:
+        limit = min(state.limit for state in decision.states)
+        return RateLimitedError(
+            f"This key or its account sent more than {limit} requests per minute, the limit of "
+            f"its plan. Retry after {decision.retry_after_s:.1f} s, or upgrade the plan for a "
+            "higher limit.",
+            code="rate_limit_exceeded",
+            retry_after_s=decision.retry_after_s,
+            requests_per_minute=limit,
+        )
+
+    async def check_demo(self, client_address: str) -> RateDecision:
+        """Spend one demo request of `client_address` per minute; None of it when refused."""
+        per_minute = self._demo.requests_per_minute
+        bucket = Bucket(f"demo:minute:{client_address}", "demo", per_minute, MINUTE_S)
+        return await self._store.hit([bucket])
+
+    def demo_rejection(self, decision: RateDecision) -> RateLimitedError:
+        return RateLimitedError(
+            f"The demo allows {self._demo.requests_per_minute} images per minute from one "
+            f"address. Retry after {decision.retry_after_s:.1f} s, or create an account for "
+            "higher limits.",
+            code="demo_rate_limit_exceeded",
+            retry_after_s=decision.retry_after_s,
+        )
+
+    async def count_demo_day(self, client_address: str) -> None:
+        """Count one demo request of `client_address` today, or raise 429 past the daily limit."""
+        per_day = self._demo.requests_per_day
+        today = datetime.now(UTC).strftime("%Y%m%d")
+        counted = await self._store.add_capped(
+            f"demo:day:{today}:{client_address}", 1, per_day, DAY_S
+        )
+        if not counted.accepted:
+            raise RateLimitedError(
+                f"The demo allows {per_day} images per day from one address. Come back after "
+                "midnight UTC, or create an account.",
+                code="demo_daily_limit_exceeded",
+                retry_after_s=seconds_until_utc_midnight(),
+            )

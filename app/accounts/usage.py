@@ -1,0 +1,109 @@
+"""Usage reports: images and credits of succeeded generations per UTC day."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.errors import InvalidRequestError
+from app.storage.tables import Generation
+
+MAX_USAGE_DAYS = 366
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Images and credits of one UTC day, for one group (a key, or a plan and a backend)."""
+
+    day: date
+    group: tuple[str | None, ...]
+    images: int
+    credits: int
+
+
+def check_range(start: date, end: date) -> None:
+    if end < start:
+        raise InvalidRequestError(
+            f"`to` ({end}) is before `from` ({start}); give an earlier `from`.",
+            field="to",
+            code="invalid_date_range",
+        )
+    if (end - start).days + 1 > MAX_USAGE_DAYS:
+        raise InvalidRequestError(
+            f"The range has {(end - start).days + 1} days; ask for {MAX_USAGE_DAYS} days or fewer.",
+            field="from",
+            code="invalid_date_range",
+        )
+
+
+def days_between(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=offset) for offset in range((end - start).days + 1)]
+
+
+class UsageService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def by_key(self, account_id: str, start: date, end: date) -> Sequence[UsageRow]:
+        """Return the account's usage per UTC day and API key, from `start` to `end` inclusive."""
+        return await self._grouped(
+            [Generation.api_key_id], start, end, Generation.account_id == account_id
+        )
+
+    async def by_plan_and_backend(self, start: date, end: date) -> Sequence[UsageRow]:
+        """Return every account's usage per UTC day, plan and backend."""
+        return await self._grouped([Generation.plan, Generation.backend], start, end)
+
+    async def _grouped(
+        self,
+        columns: list[Any],
+        start: date,
+        end: date,
+        *conditions: ColumnElement[bool],
+    ) -> list[UsageRow]:
+        check_range(start, end)
+        async with self._sessions() as session:
+            day = self._utc_day(session)
+            query = (
+                select(
+                    day,
+                    *columns,
+                    func.sum(Generation.image_count),
+                    func.sum(Generation.credits),
+                )
+                .where(
+                    Generation.status == "succeeded",
+                    Generation.created_at >= datetime.combine(start, time(), UTC),
+                    Generation.created_at < datetime.combine(end + timedelta(days=1), time(), UTC),
+                    *conditions,
+                )
+                .group_by(day, *columns)
+                .order_by(day, *columns)
+            )
+            rows = (await session.execute(query)).all()
+        width = len(columns)
+        return [
+            UsageRow(
+                day=_as_date(row[0]),
+                group=tuple(row[1 : 1 + width]),
+                images=int(row[1 + width] or 0),
+                credits=int(row[2 + width] or 0),
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _utc_day(session: AsyncSession) -> ColumnElement[Any]:
+        # SQLite stores naive UTC text; PostgreSQL converts timestamptz by the session time zone.
+        if session.get_bind().dialect.name == "postgresql":
+            return func.date(func.timezone("UTC", Generation.created_at))
+        return func.date(Generation.created_at)
+
+
+def _as_date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
