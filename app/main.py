@@ -11,18 +11,21 @@ from datetime import timedelta
 from fastapi import APIRouter, FastAPI
 
 from app import __version__
-from app.api import images
+from app.api import images, monitoring
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
+from app.api.telemetry import UNOBSERVED_PATHS, fastapi_telemetry, http_views
 from app.container import Services, build_services
 from app.settings import Settings, get_settings
 from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
+from telemetry import ServiceIdentity, Telemetry, register_process_metrics
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 RETENTION_INTERVAL_S = 3600.0
+SERVICE_NAME = "visioncraft"
 
 
 async def prepare_database(services: Services) -> None:
@@ -46,9 +49,26 @@ async def delete_expired_images_forever(services: Services) -> None:
         await asyncio.sleep(RETENTION_INTERVAL_S)
 
 
+def build_telemetry(settings: Settings) -> Telemetry:
+    """The app's providers, with process metrics; OTLP starts with the lifespan."""
+    telemetry = Telemetry(
+        ServiceIdentity(SERVICE_NAME, __version__, settings.environment.value),
+        views=http_views(settings.request_timeout_s),
+    )
+    register_process_metrics(telemetry.meter_provider, data_dir=settings.data_dir)
+    return telemetry
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
+    telemetry: Telemetry = app.state.telemetry
+    telemetry.start()
+    if services.settings.is_production and services.settings.metrics_token is None:
+        logger.warning(
+            "VISIONCRAFT_METRICS_TOKEN is unset: /metrics answers anyone who reaches it. "
+            "Set a token, or keep /metrics off the public ingress"
+        )
     await prepare_database(services)
     retention_task = asyncio.create_task(delete_expired_images_forever(services))
     logger.info(
@@ -70,24 +90,39 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.warning("stopping with %s generations still running", still_running)
         await services.aclose()
         logger.info("VisionCraftAI stopped")
+        await asyncio.to_thread(telemetry.shutdown, services.settings.telemetry_flush_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    services = build_services(settings)
+    telemetry = build_telemetry(settings)
+    services = build_services(
+        settings,
+        meter_provider=telemetry.meter_provider,
+        tracer_provider=telemetry.tracer_provider,
+        capture_content=telemetry.capture_message_content,
+    )
     app = FastAPI(
         title="VisionCraftAI",
         version=__version__,
         description="Image generation with an OpenAI-compatible API.",
         lifespan=lifespan,
+        telemetry=fastapi_telemetry(telemetry),
     )
     app.state.services = services
+    app.state.telemetry = telemetry
     app.state.public_base_url = settings.resolved_public_base_url
     install_problem_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(images.router)
+    api.include_router(monitoring.api_router)
     app.include_router(api)
+    app.include_router(monitoring.router)
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        quiet_paths=UNOBSERVED_PATHS,
+    )
     return app

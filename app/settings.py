@@ -112,6 +112,18 @@ class Settings(BaseSettings):
         None, description="`console` or `json`; console in development, json in production."
     )
     log_level: str = Field("INFO", description="Level of the root logger.")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, /metrics and the JSON metrics need `Authorization: Bearer` with it.",
+    )
+    telemetry_flush_s: float = Field(
+        3.0, ge=0, description="At shutdown, seconds to flush telemetry before dropping it."
+    )
+    upstream_image_prices_usd: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Price per image of each model in US dollars, as `model=price,...`, for the "
+        "estimated upstream cost metric; models left out are not counted.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -121,6 +133,24 @@ class Settings(BaseSettings):
                 ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()
             ]
         return value
+
+    @field_validator("upstream_image_prices_usd", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        prices = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            model, separator, price = part.partition("=")
+            if not separator or not model.strip():
+                raise ValueError(
+                    f"{part.strip()!r} is not `model=price`; write for example "
+                    "`gemini-3.1-flash-image=0.04,gemini-3-pro-image=0.13`"
+                )
+            prices[model.strip()] = price.strip()
+        return prices
 
     @field_validator("public_base_url")
     @classmethod

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, the access log and the request body limit.
+"""ASGI middleware: request and trace ids, the access log and the request body limit.
 
 Written as plain ASGI rather than BaseHTTPMiddleware: it costs less per request and it never
 cancels the handler when a client disconnects.
@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Iterable
 
+from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,8 +64,22 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
+def _traceresponse() -> bytes | None:
+    """The W3C `traceresponse` value of the current span: `00-{trace id}-{span id}-{flags}`."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return (
+        f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
+        f"-{int(context.trace_flags):02x}"
+    ).encode()
+
+
 class RequestContextMiddleware:
-    """Gives each request an id, limits its body size and writes one access log line."""
+    """Gives each request an id, limits its body size and writes one access log line.
+
+    Every response carries `X-Request-ID` and, inside a trace, `traceresponse` with the trace id.
+    """
 
     def __init__(
         self, app: ASGIApp, *, max_body_bytes: int, quiet_paths: Iterable[str] = ()
@@ -92,6 +107,9 @@ class RequestContextMiddleware:
                 response_started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                traceresponse = _traceresponse()
+                if traceresponse is not None:
+                    headers.append((b"traceresponse", traceresponse))
                 message = {**message, "headers": headers}
             await send(message)
 
