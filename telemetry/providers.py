@@ -44,6 +44,8 @@ from telemetry.exporters import (
 
 logger = logging.getLogger(__name__)
 
+SDK_METRICS_VARIABLE = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
+
 
 @dataclass(frozen=True)
 class ServiceIdentity:
@@ -118,6 +120,9 @@ class Telemetry:
         protocols = self.environment.otlp_protocols
         if not protocols:
             return
+        # The SDK's own metrics (queue size and capacity, dropped spans and logs, exports by
+        # outcome) are off unless this is set; they show an operator a collector that is down.
+        os.environ.setdefault(SDK_METRICS_VARIABLE, "true")
         reporter = ExportReporter(
             self.export_status,
             self.meter_provider,

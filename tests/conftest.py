@@ -23,6 +23,7 @@ from app.errors import NotFoundError
 from app.main import create_app
 from app.settings import Settings
 from fakes.gemini_api import FakeGeminiAPI
+from fakes.otlp_receiver import OtlpReceiver
 
 TEST_DATABASE_URL_VARIABLE = "VISIONCRAFT_TEST_DATABASE_URL"
 TEST_REDIS_URL_VARIABLE = "VISIONCRAFT_TEST_REDIS_URL"
@@ -202,3 +203,20 @@ def fake_gemini() -> Iterator[FakeGeminiAPI]:
     with FakeGeminiAPI() as fake:
         yield fake
     assert fake.handler_errors == []
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP receiver (gRPC and HTTP) on 127.0.0.1 for one test."""
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def export_to(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) -> None:
+    """Point every signal at `endpoint`, with short batch delays so tests wait little."""
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")

@@ -1,0 +1,157 @@
+"""/metrics and the JSON metrics: formats, the token, promtool, pinned names and units."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import create_key, make_settings, running_in_ci
+from fastapi.testclient import TestClient
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.settings import Settings
+
+GENERATIONS = "/api/v1/images/generations"
+GOLDEN_NAMES = Path(__file__).parent / "golden" / "metric_names.txt"
+METRICS_TOKEN = "metrics-token-for-tests-5d1c"
+PRODUCT_PREFIXES = ("visioncraft_", "gen_ai_")
+
+
+@pytest.fixture
+def busy_client(tmp_path: Path) -> Iterator[TestClient]:
+    """An app that has served a generation, its replay, a rejected reuse and a 404."""
+    settings = make_settings(tmp_path, upstream_image_prices_usd="demo=0.02")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        _make_traffic(client, settings)
+        yield client
+
+
+def _make_traffic(client: TestClient, settings: Settings) -> None:
+    auth = {"Authorization": f"Bearer {create_key(settings)}"}
+    retry = {**auth, "Idempotency-Key": "kite-1"}
+    for body, status in (
+        ({"prompt": "a kite", "n": 2}, 200),
+        ({"prompt": "a kite", "n": 2}, 200),
+        ({"prompt": "another kite"}, 422),
+    ):
+        assert client.post(GENERATIONS, json=body, headers=retry).status_code == status
+    assert client.get("/api/v1/images/img_0000000000000000", headers=auth).status_code == 404
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    if path:
+        return path
+    if running_in_ci():
+        pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
+    pytest.skip("promtool is missing: apt-get install prometheus")
+
+
+def test_metrics_answers_text_format_without_redirect(busy_client: TestClient) -> None:
+    response = busy_client.get("/metrics", follow_redirects=False)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    assert "http_server_request_duration_seconds_bucket{" in response.text
+
+
+def test_metrics_serves_openmetrics_when_asked(busy_client: TestClient) -> None:
+    response = busy_client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
+def test_metrics_pass_promtool(busy_client: TestClient) -> None:
+    text = busy_client.get("/metrics").text
+
+    result = subprocess.run(
+        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_metric_names_and_units_match_golden_file(busy_client: TestClient) -> None:
+    text = busy_client.get("/metrics", headers={"Accept": "application/openmetrics-text"}).text
+    families = sorted(
+        f"{family.name} {family.type} {family.unit or '-'}" for family in openmetrics_families(text)
+    )
+
+    assert families == GOLDEN_NAMES.read_text().split("\n")[:-1]
+
+
+def test_product_metrics_count_what_happened(busy_client: TestClient) -> None:
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(busy_client.get("/metrics").text)
+        for sample in family.samples
+    }
+    demo = (("backend", "demo"), ("model", "demo"))
+
+    assert samples[("visioncraft_images_generated_total", (*demo, ("outcome", "success")))] == 2
+    assert samples[("visioncraft_idempotency_replays_total", (("backend", "demo"),))] == 1
+    failure = (("backend", "demo"), ("reason", "idempotency_key_reused"))
+    assert samples[("visioncraft_generation_failures_total", failure)] == 1
+    assert samples[("visioncraft_upstream_cost_total", (("model", "demo"),))] == pytest.approx(0.04)
+    unmatched = [
+        labels
+        for (name, labels), _ in samples.items()
+        if name == "http_server_request_duration_seconds_count"
+        and ("http_response_status_code", "404") in labels
+    ]
+    assert [dict(labels)["http_route"] for labels in unmatched] == ["/api/v1/images/{image_id}"]
+
+
+def test_json_metrics_match_prometheus_text(busy_client: TestClient) -> None:
+    text = busy_client.get("/metrics").text
+    payload = busy_client.get("/api/v1/monitoring/metrics").json()
+
+    from_text = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if family.name.startswith(PRODUCT_PREFIXES)
+    }
+    from_json = {
+        (sample["name"], tuple(sorted(sample["labels"].items()))): sample["value"]
+        for family in payload["metrics"]
+        for sample in family["samples"]
+        if family["name"].startswith(PRODUCT_PREFIXES)
+    }
+    assert from_json == from_text
+    assert len(from_text) > 20
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/api/v1/monitoring/metrics"])
+def test_metrics_need_token_when_set(tmp_path: Path, path: str) -> None:
+    settings = make_settings(tmp_path, metrics_token=METRICS_TOKEN)
+    with TestClient(create_app(settings)) as client:
+        missing = client.get(path)
+        wrong = client.get(path, headers={"Authorization": "Bearer not-the-token"})
+        right = client.get(path, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "invalid_metrics_token"
+    assert wrong.status_code == 401
+    assert right.status_code == 200
+
+
+def test_metrics_and_probes_leave_no_http_series(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        client.get("/metrics")
+        client.get("/api/v1/monitoring/liveness")
+        text = client.get("/metrics").text
+
+    assert 'http_route="/metrics"' not in text
+    assert "/api/v1/monitoring/liveness" not in text
+    assert "traceresponse" not in client.get("/metrics").headers
