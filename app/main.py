@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 RETENTION_INTERVAL_S = 3600.0
 SERVICE_NAME = "visioncraft"
+# Signed image URLs carry a signature that grants access to the image until it expires.
+SECRET_QUERY_PARAMETERS = ("signature",)
 
 
 async def prepare_database(services: Services) -> None:
@@ -54,6 +56,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
     telemetry = Telemetry(
         ServiceIdentity(SERVICE_NAME, __version__, settings.environment.value),
         views=http_views(settings.request_timeout_s),
+        secret_query_parameters=SECRET_QUERY_PARAMETERS,
     )
     register_process_metrics(telemetry.meter_provider, data_dir=settings.data_dir)
     return telemetry

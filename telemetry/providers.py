@@ -41,6 +41,7 @@ from telemetry.exporters import (
     GuardedSpanExporter,
     abandon,
 )
+from telemetry.redaction import QueryRedactor
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def build_resource(identity: ServiceIdentity) -> Resource:
 class Telemetry:
     """The tracer, meter and logger providers of one app and its Prometheus registry.
 
-    `views` shape the app's metrics (bucket boundaries, for one). The OTEL_* variables are
-    read from the environment when the object is built.
+    `views` shape the app's metrics (bucket boundaries, for one); the values of
+    `secret_query_parameters` are blanked in spans. The OTEL_* variables are read from the
+    environment when the object is built.
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class Telemetry:
         identity: ServiceIdentity,
         *,
         views: Sequence[View] = (),
+        secret_query_parameters: Sequence[str] = (),
     ) -> None:
         self.environment = TelemetryEnvironment.from_environ()
         self.resource = build_resource(identity)
@@ -100,6 +103,8 @@ class Telemetry:
         )
         # The sampler comes from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        if secret_query_parameters:
+            self.tracer_provider.add_span_processor(QueryRedactor(secret_query_parameters))
         self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         self._exporters: list[SpanExporter | MetricExporter | LogRecordExporter] = []
         self._log_handler: logging.Handler | None = None

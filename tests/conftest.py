@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -220,3 +221,23 @@ def export_to(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) -> 
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back after a test that configures logging."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    access_disabled = logging.getLogger("uvicorn.access").disabled
+    client_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpx2")}
+    try:
+        yield
+    finally:
+        for name, client_level in client_levels.items():
+            logging.getLogger(name).setLevel(client_level)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("uvicorn.access").disabled = access_disabled

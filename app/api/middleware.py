@@ -13,12 +13,11 @@ import secrets
 import time
 from collections.abc import Iterable
 
-from opentelemetry import trace
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_body
+from app.api.problems import id_headers, problem_body
 from telemetry.logs import request_id_var
 
 logger = logging.getLogger("visioncraft.access")
@@ -64,17 +63,6 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
 
-def _traceresponse() -> bytes | None:
-    """The W3C `traceresponse` value of the current span: `00-{trace id}-{span id}-{flags}`."""
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return (
-        f"00-{trace.format_trace_id(context.trace_id)}-{trace.format_span_id(context.span_id)}"
-        f"-{int(context.trace_flags):02x}"
-    ).encode()
-
-
 class RequestContextMiddleware:
     """Gives each request an id, limits its body size and writes one access log line.
 
@@ -106,10 +94,12 @@ class RequestContextMiddleware:
                 status = message["status"]
                 response_started = True
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                traceresponse = _traceresponse()
-                if traceresponse is not None:
-                    headers.append((b"traceresponse", traceresponse))
+                names = {name.lower() for name, _ in headers}
+                headers.extend(
+                    (name.encode(), value.encode())
+                    for name, value in id_headers(request_id).items()
+                    if name.encode() not in names
+                )
                 message = {**message, "headers": headers}
             await send(message)
 
