@@ -1,8 +1,8 @@
 """Throughput and latency of a trivial route with telemetry off, on, and with the collector down.
 
-Starts the service with uvicorn on 127.0.0.1 once per mode and loads `GET /openapi.json` (a
-cached answer, so the numbers show the per-request cost of the middleware and telemetry) with
-`hey` (apt-get install hey). Run: .venv/bin/python bench/telemetry_overhead.py [REQUESTS]
+Starts the service with uvicorn on 127.0.0.1 once per mode and loads `GET /openapi.json` with
+`hey` (apt-get install hey). FastAPI caches that response, so the numbers show the per-request
+cost of the middleware and telemetry. Run: .venv/bin/python bench/telemetry_overhead.py [REQUESTS]
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import urllib.request
 MODES = {
     "off": {"BENCH_TELEMETRY": "off"},
     "on": {},
-    "collector down": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+    "collector down": {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    },
 }
 SERVER = """
 import os, sys, uvicorn
@@ -41,7 +44,12 @@ def free_port() -> int:
 
 def run(mode: str, extra_env: dict[str, str], requests: int) -> str:
     port = free_port()
-    env = {**os.environ, **extra_env, "VISIONCRAFT_DATA_DIR": tempfile.mkdtemp(), "VISIONCRAFT_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        **extra_env,
+        "VISIONCRAFT_DATA_DIR": tempfile.mkdtemp(),
+        "VISIONCRAFT_LOG_LEVEL": "WARNING",
+    }
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
     url = f"http://127.0.0.1:{port}/openapi.json"
     try:
@@ -53,7 +61,10 @@ def run(mode: str, extra_env: dict[str, str], requests: int) -> str:
                 time.sleep(0.1)
         subprocess.run(["hey", "-n", "500", "-c", "20", url], capture_output=True, check=True)
         report = subprocess.run(
-            ["hey", "-n", str(requests), "-c", "20", url], capture_output=True, text=True, check=True
+            ["hey", "-n", str(requests), "-c", "20", url],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         server.terminate()
@@ -61,7 +72,8 @@ def run(mode: str, extra_env: dict[str, str], requests: int) -> str:
     rate = re.search(r"Requests/sec:\s+([\d.]+)", report)
     p50 = re.search(r"50%+ in ([\d.]+) secs", report)
     p99 = re.search(r"99%+ in ([\d.]+) secs", report)
-    assert rate and p50 and p99, report
+    if rate is None or p50 is None or p99 is None:
+        raise RuntimeError(f"hey printed no rate or percentiles:\n{report}")
     return f"{mode:<15} {float(rate[1]):8.0f} req/s  p50 {float(p50[1]) * 1000:6.1f} ms  p99 {float(p99[1]) * 1000:6.1f} ms"
 
 

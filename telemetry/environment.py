@@ -1,4 +1,4 @@
-"""What the standard `OTEL_*` variables ask of this process, read once into plain values.
+"""The export decisions that the standard `OTEL_*` variables make, read once into plain values.
 
 The SDK classes read most variables themselves (the sampler, the resource attributes, the
 exporters' endpoints, timeouts and headers, the batch sizes). This module decides only what they
@@ -36,7 +36,7 @@ class TelemetryEnvironment:
     """The export decisions of one process.
 
     `otlp_protocols` maps each signal that exports over OTLP to its protocol; a signal that is
-    missing does not export. `capture_message_content` says whether prompts may be recorded.
+    missing does not export. `capture_message_content` tells whether prompts may be recorded.
     """
 
     sdk_disabled: bool
@@ -64,7 +64,7 @@ class TelemetryEnvironment:
 
 
 def _read_bool(environ: Mapping[str, str], name: str) -> bool:
-    """Read a boolean variable as the specification says: only `true` (any case) is true."""
+    """Read a boolean variable by the specification's rule: only `true`, in any case, is true."""
     value = environ.get(name, "").strip().lower()
     if value not in {"", "true", "false"}:
         logger.warning("%s=%r is not `true` or `false`; using false", name, environ[name])

@@ -56,7 +56,7 @@ def register_process_metrics(meter_provider: MeterProvider, *, data_dir: Path) -
         "process.open_file_descriptors",
         [descriptors],
         unit="{file_descriptor}",
-        description="File descriptors this process holds open.",
+        description="Open file descriptors of this process.",
     )
     meter.create_observable_up_down_counter(
         "process.threads", [threads], unit="{thread}", description="Threads of this process."
@@ -65,5 +65,5 @@ def register_process_metrics(meter_provider: MeterProvider, *, data_dir: Path) -
         "system.filesystem.usage",
         [data_dir_usage],
         unit="By",
-        description="Free and used bytes of the file system that holds the data folder.",
+        description="Free and used bytes of the file system of the data folder.",
     )

@@ -14,9 +14,10 @@ from prometheus_client.exposition import choose_encoder
 
 
 def render_exposition(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
-    """Return the registry in the format the Accept header asks for, and its content type.
+    """Return the registry in the format that the Accept header requests, and its content type.
 
-    OpenMetrics when the header names `application/openmetrics-text`, else the text format.
+    The format is OpenMetrics when the header names `application/openmetrics-text`, else the
+    Prometheus text format.
     """
     encoder, content_type = choose_encoder(accept or "")
     body: bytes = encoder(registry)

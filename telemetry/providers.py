@@ -2,8 +2,8 @@
 down by its lifespan.
 
 Building is cheap and has no side effects: the providers, a Prometheus reader on a registry
-of this app's own, and no threads. `start()` adds the OTLP exporters that the environment asks
-for and the bridge from stdlib logging; `shutdown(timeout_s)` flushes what is buffered and
+of this app's own, and no threads. `start()` adds the OTLP exporters that the environment
+requests and the bridge from stdlib logging; `shutdown(timeout_s)` flushes what is buffered and
 returns by its deadline even when the collector does not answer. No global provider is set,
 so two apps can live in one process.
 """
@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 from prometheus_client import CollectorRegistry
 
 from telemetry.environment import Protocol, TelemetryEnvironment
@@ -50,7 +51,7 @@ SDK_METRICS_VARIABLE = "OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED"
 
 @dataclass(frozen=True)
 class ServiceIdentity:
-    """Who sends the telemetry. OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override these."""
+    """The sender of the telemetry. OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override it."""
 
     name: str
     version: str
@@ -58,7 +59,10 @@ class ServiceIdentity:
 
 
 def build_resource(identity: ServiceIdentity) -> Resource:
-    """Our defaults first, then OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, as the docs say."""
+    """Build the resource: our defaults, then OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME.
+
+    Later ones win, in the order the OpenTelemetry specification gives.
+    """
     defaults = Resource.create(
         {
             "service.name": identity.name,
@@ -101,14 +105,23 @@ class Telemetry:
             views=list(views),
             shutdown_on_exit=False,
         )
-        # The sampler comes from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
-        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.tracer_provider = TracerProvider(
+            resource=self.resource, sampler=self._sampler(), shutdown_on_exit=False
+        )
         if secret_query_parameters:
             self.tracer_provider.add_span_processor(QueryRedactor(secret_query_parameters))
         self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         self._exporters: list[SpanExporter | MetricExporter | LogRecordExporter] = []
         self._log_handler: logging.Handler | None = None
         self._started = False
+
+    def _sampler(self) -> Sampler | None:
+        """Return None (the SDK then reads OTEL_TRACES_SAMPLER), or ALWAYS_OFF without export.
+
+        Spans that no exporter sends would only cost time. Unrecorded spans still carry trace
+        ids, so logs, `traceresponse` and outgoing `traceparent` headers keep them.
+        """
+        return None if self.environment.exports("traces") else ALWAYS_OFF
 
     @property
     def capture_message_content(self) -> bool:
@@ -126,7 +139,7 @@ class Telemetry:
         if not protocols:
             return
         # The SDK's own metrics (queue size and capacity, dropped spans and logs, exports by
-        # outcome) are off unless this is set; they show an operator a collector that is down.
+        # outcome) show an operator a collector that is down. They are off unless this is set.
         os.environ.setdefault(SDK_METRICS_VARIABLE, "true")
         reporter = ExportReporter(
             self.export_status,
@@ -164,8 +177,8 @@ class Telemetry:
         """Flush and stop every provider; give up at the deadline. Return whether all finished.
 
         The SDK's own shutdown waits up to 30 s per processor and retries exports on, so each
-        provider shuts down in a thread of its own and is left behind at the deadline, with its
-        exporters told to stop retrying.
+        provider shuts down in a thread of its own. At the deadline the threads are left behind
+        and the exporters stop their retries.
         """
         self._detach_log_bridge()
         deadline = time.monotonic() + timeout_s
@@ -203,7 +216,7 @@ class Telemetry:
             self._log_handler = None
 
     def _destination(self, signal: str) -> str:
-        """The collector's address for log messages, without any user:password part."""
+        """Return the collector's address for log messages, without any user:password part."""
         specific = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT", "")
         endpoint = specific or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
         parts = urlsplit(endpoint.strip())

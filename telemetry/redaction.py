@@ -1,7 +1,8 @@
 """A span processor that blanks secret query parameters in `url.query` as spans start.
 
 FastAPI records the query string of each request and redacts only a few well-known signature
-names; the app passes its own (signed image URLs carry `signature`).
+names. The app passes the names of its own secret parameters, such as the `signature` of signed
+image URLs.
 """
 
 from __future__ import annotations

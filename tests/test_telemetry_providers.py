@@ -79,6 +79,7 @@ def test_resource_takes_variables_over_defaults(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_sampler_comes_from_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
 
@@ -91,7 +92,10 @@ def test_no_endpoint_starts_no_exporter(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     telemetry = Telemetry(IDENTITY)
     telemetry.start()
+    span = telemetry.tracer_provider.get_tracer("test").start_span("unexported")
 
+    assert not span.is_recording()
+    assert span.get_span_context().is_valid
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("OtelBatch")]
     assert telemetry.export_status.snapshot() == {}
     assert telemetry.shutdown(timeout_s=1)

@@ -47,7 +47,7 @@ MetricsReader = Depends(require_metrics_token)
 
 @router.get("/metrics", include_in_schema=False, dependencies=[MetricsReader])
 async def prometheus_metrics(request: Request, telemetry: TelemetryDep) -> Response:
-    """The Prometheus exposition; OpenMetrics when the Accept header asks for it."""
+    """Return the Prometheus exposition, or OpenMetrics when the Accept header names it."""
     body, content_type = await asyncio.to_thread(
         render_exposition, telemetry.prometheus_registry, request.headers.get("accept")
     )
@@ -56,5 +56,5 @@ async def prometheus_metrics(request: Request, telemetry: TelemetryDep) -> Respo
 
 @api_router.get("/metrics", dependencies=[MetricsReader])
 async def json_metrics(telemetry: TelemetryDep) -> dict[str, Any]:
-    """Every metric family with its samples, named and labelled as on `/metrics`."""
+    """Return every metric family with its samples, named and labelled as on `/metrics`."""
     return await asyncio.to_thread(render_json, telemetry.prometheus_registry)

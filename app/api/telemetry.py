@@ -1,8 +1,9 @@
 """How FastAPI's own OpenTelemetry support is set up for this app.
 
-FastAPI records the HTTP server span and the stable `http.server.request.duration` (seconds) and
-`http.server.active_requests` on the providers we pass, labels each route by its full template,
-and leaves `http.route` out for paths that match no route, so unknown paths add no series.
+FastAPI records the HTTP server span, the stable `http.server.request.duration` (seconds) and
+`http.server.active_requests` on the providers we pass. It labels each route by its full
+template and leaves `http.route` out for paths that match no route, so unknown paths add no
+series.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def is_unobserved(scope: MutableMapping[str, Any]) -> bool:
 
 
 def http_duration_buckets(request_timeout_s: float) -> tuple[float, ...]:
-    """The boundaries, with one more past the request timeout when it is longer than 120 s."""
+    """Return the boundaries, with one more past the request timeout when that is over 120 s."""
     if request_timeout_s < HTTP_DURATION_BUCKETS_S[-1]:
         return HTTP_DURATION_BUCKETS_S
     return (*HTTP_DURATION_BUCKETS_S, float(request_timeout_s) * 1.5)

@@ -45,7 +45,7 @@ def truncate_content(text: str, limit: int = MAX_CAPTURED_PROMPT_CHARS) -> str:
 
 @dataclass
 class GenerationObservation:
-    """What one generation's span and metrics need to know when it finishes."""
+    """The span and labels of one running generation, used when it finishes."""
 
     span: Span
     backend: str
@@ -102,7 +102,7 @@ class GenerationTelemetry:
         self._replays = meter.create_counter(
             "visioncraft.idempotency.replays",
             unit="{request}",
-            description="Requests answered from an earlier result with the same Idempotency-Key.",
+            description="Requests that returned the stored result of the same Idempotency-Key.",
         )
         self._cost = meter.create_counter(
             "visioncraft.upstream.cost",

@@ -108,7 +108,7 @@ class OtlpReceiver:
         self._http.server_close()
 
     def wait_for(self, condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-        """Poll `condition` until it holds or `timeout_s` passes; return whether it held."""
+        """Poll `condition` until it is true or `timeout_s` passes; return its last value."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
@@ -119,7 +119,7 @@ class OtlpReceiver:
             return condition()
 
     def span_tree(self, trace_id: str) -> str:
-        """The spans of one trace as an indented tree, children in start order."""
+        """Return the span names of one trace as an indented tree, children in arrival order."""
         spans = [span for span in self.spans if span.trace_id == trace_id]
         ids = {span.span_id for span in spans}
         lines: list[str] = []
