@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 logger = logging.getLogger(__name__)
 
 FAILURE_LOG_INTERVAL_S = 60.0
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,19 @@ class ExportReporter:
             description="OTLP exports that failed; their data was dropped.",
         )
 
+    def guard(self, signal: str, export: Callable[[], R], *, success: R, failure: R) -> R:
+        """Run one export and record its outcome; an exception becomes `failure`."""
+        try:
+            result = export()
+        except Exception as error:  # the telemetry boundary: a failed export only drops data
+            self.failed(signal, type(error).__name__)
+            return failure
+        if result is success:
+            self.succeeded(signal)
+        else:
+            self.failed(signal, "export_failed")
+        return result
+
     def succeeded(self, signal: str) -> None:
         self.status.record(signal, succeeded=True)
 
@@ -125,13 +139,12 @@ class GuardedSpanExporter(SpanExporter):
         self._reporter = reporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception as error:  # the telemetry boundary: a failed export only drops data
-            self._reporter.failed("traces", type(error).__name__)
-            return SpanExportResult.FAILURE
-        _report(self._reporter, "traces", result is SpanExportResult.SUCCESS)
-        return result
+        return self._reporter.guard(
+            "traces",
+            lambda: self.inner.export(spans),
+            success=SpanExportResult.SUCCESS,
+            failure=SpanExportResult.FAILURE,
+        )
 
     def shutdown(self) -> None:
         self.inner.shutdown()
@@ -146,13 +159,12 @@ class GuardedLogExporter(LogRecordExporter):
         self._reporter = reporter
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        try:
-            result = self.inner.export(batch)
-        except Exception as error:  # the telemetry boundary: a failed export only drops data
-            self._reporter.failed("logs", type(error).__name__)
-            return LogRecordExportResult.FAILURE
-        _report(self._reporter, "logs", result is LogRecordExportResult.SUCCESS)
-        return result
+        return self._reporter.guard(
+            "logs",
+            lambda: self.inner.export(batch),
+            success=LogRecordExportResult.SUCCESS,
+            failure=LogRecordExportResult.FAILURE,
+        )
 
     def shutdown(self) -> None:
         self.inner.shutdown()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
@@ -173,26 +185,18 @@ class GuardedMetricExporter(MetricExporter):
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        try:
-            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as error:  # the telemetry boundary: a failed export only drops data
-            self._reporter.failed("metrics", type(error).__name__)
-            return MetricExportResult.FAILURE
-        _report(self._reporter, "metrics", result is MetricExportResult.SUCCESS)
-        return result
+        return self._reporter.guard(
+            "metrics",
+            lambda: self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs),
+            success=MetricExportResult.SUCCESS,
+            failure=MetricExportResult.FAILURE,
+        )
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return self.inner.force_flush(timeout_millis)
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-def _report(reporter: ExportReporter, signal: str, succeeded: bool) -> None:
-    if succeeded:
-        reporter.succeeded(signal)
-    else:
-        reporter.failed(signal, "export_failed")
 
 
 def abandon(exporter: SpanExporter | LogRecordExporter | MetricExporter) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -33,6 +34,16 @@ TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+def require_program(name: str, package: str) -> str:
+    """Return the path of program `name`; skip when it is missing, but fail in CI."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if running_in_ci():
+        pytest.fail(f"{name} is missing in CI: .ci/run must install Debian's {package}")
+    pytest.skip(f"{name} is missing: apt-get install {package}")
 
 
 def require_server_variable(variable: str, what: str) -> str:

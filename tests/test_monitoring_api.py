@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import create_key, make_settings, running_in_ci
+from conftest import create_key, make_settings, require_program
 from fastapi.testclient import TestClient
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -45,15 +44,6 @@ def _make_traffic(client: TestClient, settings: Settings) -> None:
     assert client.get("/api/v1/images/img_0000000000000000", headers=auth).status_code == 404
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path:
-        return path
-    if running_in_ci():
-        pytest.fail("promtool is missing in CI: .ci/run must install Debian's prometheus")
-    pytest.skip("promtool is missing: apt-get install prometheus")
-
-
 def test_metrics_answers_text_format_without_redirect(busy_client: TestClient) -> None:
     response = busy_client.get("/metrics", follow_redirects=False)
 
@@ -74,7 +64,11 @@ def test_metrics_pass_promtool(busy_client: TestClient) -> None:
     text = busy_client.get("/metrics").text
 
     result = subprocess.run(
-        [_promtool(), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+        [require_program("promtool", "prometheus"), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
     assert result.returncode == 0, result.stdout + result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -14,25 +13,16 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LiveServer, create_key, free_port, make_settings, running_in_ci
+from conftest import LiveServer, create_key, free_port, make_settings, require_program
 
 METRICS_TOKEN = "scrape-token-for-tests-81fa"
 UP_TIMEOUT_S = 20.0  # a fresh Prometheus reports its first `up == 1` after about 5-6 s
 
 
-def _prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path:
-        return path
-    if running_in_ci():
-        pytest.fail("prometheus is missing in CI: .ci/run must install Debian's prometheus")
-    pytest.skip("prometheus is missing: apt-get install prometheus")
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[str, LiveServer]]:
     """Our service with a METRICS_TOKEN, and a Prometheus that scrapes it every second."""
-    binary = _prometheus_binary()
+    binary = require_program("prometheus", "prometheus")
     settings = make_settings(tmp_path / "service", port=free_port(), metrics_token=METRICS_TOKEN)
     with LiveServer(settings) as server:
         config = tmp_path / "prometheus.yml"
