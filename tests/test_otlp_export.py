@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from conftest import create_key, export_to, free_port, make_settings
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI
+from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI, blocked_prompt, server_error
 from fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 GENERATIONS = "/api/v1/images/generations"
@@ -102,8 +103,6 @@ def test_failed_generation_logs_with_its_trace(
     otlp_receiver: OtlpReceiver,
     fake_gemini: FakeGeminiAPI,
 ) -> None:
-    from fakes.gemini_api import server_error
-
     caplog.set_level(logging.INFO)
     export_to(monkeypatch, otlp_receiver.http_endpoint, "http/protobuf")
     _use_fake_gemini(monkeypatch, fake_gemini)
@@ -195,3 +194,35 @@ def test_collector_down_keeps_requests_and_shutdown_bounded(
     assert shutdown_s < flush_s + 3.0
     failure_messages = [record for record in caplog.records if record.name == "telemetry.exporters"]
     assert len([r for r in failure_messages if "traces" in r.getMessage()]) <= 1
+
+
+def test_prompt_recorded_only_when_capture_is_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    otlp_receiver: OtlpReceiver,
+    fake_gemini: FakeGeminiAPI,
+) -> None:
+    export_to(monkeypatch, otlp_receiver.http_endpoint, "http/protobuf")
+    _use_fake_gemini(monkeypatch, fake_gemini)
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    fake_gemini.enqueue(blocked_prompt())
+    prompt = "a very long prompt " * 200  # 3,800 characters
+    settings = make_settings(tmp_path, image_backend="gemini")
+    with TestClient(create_app(settings)) as client:
+        key = create_key(settings)
+        response = client.post(
+            GENERATIONS, json={"prompt": prompt}, headers={"Authorization": f"Bearer {key}"}
+        )
+        metrics = client.get("/metrics").text
+
+    assert response.status_code == 422
+    (generation,) = [span for span in otlp_receiver.spans if span.name.startswith("generate_")]
+    (message,) = json.loads(generation.attributes["gen_ai.input.messages"])
+    content = message["parts"][0]["content"]
+    assert len(content) == 1000
+    assert content == prompt[:999] + "…"
+    assert generation.attributes["error.type"] == "content_policy_violation"
+    (failure,) = [log for log in otlp_receiver.logs if log.attributes.get("reason")]
+    assert failure.attributes["prompt"] == content
+    blocks = 'visioncraft_safety_blocks_total{backend="gemini",stage="input"} 1.0'
+    assert blocks in metrics
