@@ -16,32 +16,45 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.settings import Settings
+from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI, blocked_prompt
 
 GENERATIONS = "/api/v1/images/generations"
 GOLDEN_NAMES = Path(__file__).parent / "golden" / "metric_names.txt"
 METRICS_TOKEN = "metrics-token-for-tests-5d1c"
+MODEL = "gemini-3.1-flash-image"
 PRODUCT_PREFIXES = ("visioncraft_", "gen_ai_")
 
 
 @pytest.fixture
-def busy_client(tmp_path: Path) -> Iterator[TestClient]:
-    """An app that has served a generation, its replay, a rejected reuse and a 404."""
-    settings = make_settings(tmp_path, upstream_image_prices_usd="demo=0.02")
+def busy_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_gemini: FakeGeminiAPI
+) -> Iterator[TestClient]:
+    """An app on the gemini backend that has served every kind of request the metrics count."""
+    monkeypatch.setenv("GOOGLE_API_KEY", TEST_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini.base_url)
+    settings = make_settings(
+        tmp_path, image_backend="gemini", upstream_image_prices_usd=f"{MODEL}=0.04"
+    )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        _make_traffic(client, settings)
+        make_traffic(client, settings, fake_gemini)
         yield client
 
 
-def _make_traffic(client: TestClient, settings: Settings) -> None:
+def make_traffic(client: TestClient, settings: Settings, fake_gemini: FakeGeminiAPI) -> None:
+    """Send a generation, its replay, a rejected reuse, a blocked prompt and three 404s."""
+    fake_gemini.reply_when_prompt_contains("forbidden", blocked_prompt())
     auth = {"Authorization": f"Bearer {create_key(settings)}"}
     retry = {**auth, "Idempotency-Key": "kite-1"}
-    for body, status in (
-        ({"prompt": "a kite", "n": 2}, 200),
-        ({"prompt": "a kite", "n": 2}, 200),
-        ({"prompt": "another kite"}, 422),
+    for body, headers, status in (
+        ({"prompt": "a kite", "n": 2}, retry, 200),
+        ({"prompt": "a kite", "n": 2}, retry, 200),
+        ({"prompt": "another kite"}, retry, 422),
+        ({"prompt": "a forbidden kite"}, auth, 422),
     ):
-        assert client.post(GENERATIONS, json=body, headers=retry).status_code == status
+        assert client.post(GENERATIONS, json=body, headers=headers).status_code == status
     assert client.get("/api/v1/images/img_0000000000000000", headers=auth).status_code == 404
+    assert client.get("/no/such/path").status_code == 404
+    assert client.get("/no/other/path").status_code == 404
 
 
 def test_metrics_answers_text_format_without_redirect(busy_client: TestClient) -> None:
@@ -90,20 +103,27 @@ def test_product_metrics_count_what_happened(busy_client: TestClient) -> None:
         for family in text_string_to_metric_families(busy_client.get("/metrics").text)
         for sample in family.samples
     }
-    demo = (("backend", "demo"), ("model", "demo"))
+    gemini = (("backend", "gemini"), ("model", MODEL))
+    success = (*gemini, ("outcome", "success"))
+    blocked = (*gemini, ("outcome", "blocked"))
+    reused = (("backend", "gemini"), ("reason", "idempotency_key_reused"))
+    violation = (("backend", "gemini"), ("reason", "content_policy_violation"))
 
-    assert samples[("visioncraft_images_generated_total", (*demo, ("outcome", "success")))] == 2
-    assert samples[("visioncraft_idempotency_replays_total", (("backend", "demo"),))] == 1
-    failure = (("backend", "demo"), ("reason", "idempotency_key_reused"))
-    assert samples[("visioncraft_generation_failures_total", failure)] == 1
-    assert samples[("visioncraft_upstream_cost_total", (("model", "demo"),))] == pytest.approx(0.04)
-    unmatched = [
-        labels
-        for (name, labels), _ in samples.items()
+    assert samples[("visioncraft_images_generated_total", success)] == 2
+    assert samples[("visioncraft_images_generated_total", blocked)] == 1
+    assert samples[("visioncraft_idempotency_replays_total", (("backend", "gemini"),))] == 1
+    assert samples[("visioncraft_generation_failures_total", reused)] == 1
+    assert samples[("visioncraft_generation_failures_total", violation)] == 1
+    stage = (("backend", "gemini"), ("stage", "input"))
+    assert samples[("visioncraft_safety_blocks_total", stage)] == 1
+    assert samples[("visioncraft_upstream_cost_total", (("model", MODEL),))] == pytest.approx(0.08)
+    not_found = {
+        dict(labels)["http_route"]: value
+        for (name, labels), value in samples.items()
         if name == "http_server_request_duration_seconds_count"
         and ("http_response_status_code", "404") in labels
-    ]
-    assert [dict(labels)["http_route"] for labels in unmatched] == ["/api/v1/images/{image_id}"]
+    }
+    assert not_found == {"/api/v1/images/{image_id}": 1, "": 2}
 
 
 def test_json_metrics_match_prometheus_text(busy_client: TestClient) -> None:
