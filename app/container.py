@@ -20,11 +20,13 @@ from app.accounts.usage import UsageService
 from app.contact.service import ContactService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
+from app.generation.metrics import GenerationTelemetry
 from app.generation.service import GenerationService
 from app.settings import GCS_BUCKET_MISSING, BackendName, ImageStoreName, Settings
 from app.storage.blobs import ImageStore, LocalImageStore
 from app.storage.database import create_engine, create_session_factory
 from app.storage.signing import UrlSigner
+from app.storage.tracing import trace_statements
 
 
 @dataclass
@@ -54,13 +56,18 @@ class Services:
         await self.engine.dispose()
 
 
-def build_backends(settings: Settings) -> dict[str, ImageBackend]:
-    """Build the demo backend (always, for test keys) and the gemini one when it is configured."""
+def build_backends(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> dict[str, ImageBackend]:
+    """Build the demo backend (always, for test keys) and the gemini one when it is configured.
+
+    With a tracer provider, the gemini backend's HTTP calls get client spans.
+    """
     backends: dict[str, ImageBackend] = {"demo": DemoBackend()}
     if settings.resolved_backend is BackendName.GEMINI:
         from app.generation.gemini import GeminiBackend  # imported only when configured
 
-        backends["gemini"] = GeminiBackend(settings.gemini_model)
+        backends["gemini"] = GeminiBackend(settings.gemini_model, tracer_provider=tracer_provider)
     return backends
 
 
@@ -87,15 +94,20 @@ def build_services(
     *,
     meter_provider: MeterProvider | None = None,
     tracer_provider: TracerProvider | None = None,
+    capture_content: bool = False,
 ) -> Services:
     """Build every service object; each takes its Meter and Tracer from the given providers.
 
     The app owns its providers (no global ones), so tests can build two apps in one process.
-    Without providers, the no-op ones record nothing.
+    Without providers, the no-op ones record nothing. `capture_content` lets prompts reach
+    spans and logs (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT).
     """
+    traced = tracer_provider is not None
     meter_provider = meter_provider or NoOpMeterProvider()
     tracer_provider = tracer_provider or NoOpTracerProvider()
     engine = create_engine(settings.resolved_database_url)
+    if traced:
+        trace_statements(engine, tracer_provider)
     sessions = create_session_factory(engine)
     store = build_store(settings)
     account_metrics = AccountMetrics(meter_provider)
@@ -122,11 +134,17 @@ def build_services(
     generation = GenerationService(
         sessions=sessions,
         store=store,
-        backends=build_backends(settings),
+        backends=build_backends(settings, tracer_provider=tracer_provider if traced else None),
         live_backend=settings.resolved_backend.value,
         backend_timeout_s=settings.backend_timeout_s,
         request_timeout_s=settings.request_timeout_s,
         gate=gate,
+        telemetry=GenerationTelemetry(
+            meter_provider,
+            tracer_provider,
+            capture_content=capture_content,
+            image_costs_usd=settings.upstream_cost_per_image_usd,
+        ),
     )
     return Services(
         settings=settings,

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 
 from app import __version__
 from app.accounts.credits import stale_cutoff
 from app.accounts.service import DEFAULT_PLAN, INTERNAL_PLAN
-from app.api import account, admin, demo, images, keys, plans
+from app.api import account, admin, demo, images, keys, monitoring, plans
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
+from app.api.telemetry import UNOBSERVED_PATHS, fastapi_telemetry, http_views
 from app.container import Services, build_services
 from app.errors import ServiceError
 from app.settings import Settings, get_settings
@@ -25,12 +25,16 @@ from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
 from app.web.install import install_web
 from app.web.security import SecurityHeadersMiddleware
+from telemetry import ServiceIdentity, Telemetry, register_process_metrics
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 RETENTION_INTERVAL_S = 3600.0
 STALE_RESERVATION_SWEEP_S = 60.0
+SERVICE_NAME = "visioncraft"
+# Signed image URLs carry a signature that grants access to the image until it expires.
+SECRET_QUERY_PARAMETERS = ("signature",)
 
 
 async def prepare_database(services: Services) -> None:
@@ -91,9 +95,31 @@ async def release_stale_reservations_forever(services: Services) -> None:
             logger.exception("releasing stale credit reservations failed")
 
 
+def build_telemetry(settings: Settings, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
+    """Build the app's providers, with process metrics; OTLP export starts with the lifespan.
+
+    `metric_readers` are added beside the Prometheus reader; tests pass an in-memory one.
+    """
+    telemetry = Telemetry(
+        ServiceIdentity(SERVICE_NAME, __version__, settings.environment.value),
+        views=http_views(settings.request_timeout_s),
+        secret_query_parameters=SECRET_QUERY_PARAMETERS,
+        metric_readers=metric_readers,
+    )
+    register_process_metrics(telemetry.meter_provider, data_dir=settings.data_dir)
+    return telemetry
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
+    telemetry: Telemetry = app.state.telemetry
+    telemetry.start()
+    if services.settings.is_production and services.settings.metrics_token is None:
+        logger.warning(
+            "VISIONCRAFT_METRICS_TOKEN is unset: /metrics answers anyone who reaches it. "
+            "Set a token, or keep /metrics off the public ingress"
+        )
     await prepare_database(services)
     await check_image_store(services)
     if services.settings.is_production and services.settings.redis_url is None:
@@ -126,18 +152,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             logger.warning("stopping with %s generations still running", still_running)
         await services.aclose()
         logger.info("VisionCraftAI stopped")
+        await asyncio.to_thread(telemetry.shutdown, services.settings.telemetry_flush_s)
 
 
 def create_app(
-    settings: Settings | None = None,
-    *,
-    meter_provider: MeterProvider | None = None,
-    tracer_provider: TracerProvider | None = None,
+    settings: Settings | None = None, *, metric_readers: Sequence[MetricReader] = ()
 ) -> FastAPI:
     settings = settings or get_settings()
     settings.check_seller_details()
+    telemetry = build_telemetry(settings, metric_readers)
     services = build_services(
-        settings, meter_provider=meter_provider, tracer_provider=tracer_provider
+        settings,
+        meter_provider=telemetry.meter_provider,
+        tracer_provider=telemetry.tracer_provider,
+        capture_content=telemetry.capture_message_content,
     )
     app = FastAPI(
         title="VisionCraftAI",
@@ -147,8 +175,10 @@ def create_app(
         # The pages own /docs; the OpenAPI schema stays at /openapi.json.
         docs_url=None,
         redoc_url=None,
+        telemetry=fastapi_telemetry(telemetry),
     )
     app.state.services = services
+    app.state.telemetry = telemetry
     app.state.public_base_url = settings.resolved_public_base_url
     app.state.rejection_recorder = services.account_metrics.record_rejection
     install_problem_handlers(app)
@@ -156,10 +186,16 @@ def create_app(
     api = APIRouter(prefix=API_PREFIX)
     for module in (images, account, keys, admin, demo, plans):
         api.include_router(module.router)
+    api.include_router(monitoring.api_router)
     app.include_router(api)
+    app.include_router(monitoring.router)
     install_web(app, settings)
 
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        quiet_paths=UNOBSERVED_PATHS,
+    )
     # Added last, so it is outermost and also covers the request middleware's own responses.
     app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
     return app

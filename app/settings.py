@@ -196,6 +196,13 @@ class Settings(BaseSettings):
     demo_requests_per_day: int = Field(
         20, ge=1, description="Demo generations one client address may start per UTC day."
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="When set, /metrics and the JSON metrics need `Authorization: Bearer` with it.",
+    )
+    telemetry_flush_s: float = Field(
+        3.0, ge=0, description="At shutdown, seconds to flush telemetry before dropping it."
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

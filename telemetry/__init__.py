@@ -1,8 +1,25 @@
-"""Telemetry for VisionCraftAI: logging now; OpenTelemetry providers and health checks join it.
+"""Telemetry for VisionCraftAI: OpenTelemetry providers, Prometheus exposition and JSON logs.
 
-This package never imports `app`: the app passes in what it needs.
+This package never imports `app`: the app passes in what it needs and creates its own
+instruments from the providers of its `Telemetry`.
 """
 
+from telemetry.environment import TelemetryEnvironment
+from telemetry.exporters import ExportOutcome, ExportStatus
 from telemetry.logs import configure_logging, request_id_var
+from telemetry.process_metrics import register_process_metrics
+from telemetry.prometheus import render_exposition, render_json
+from telemetry.providers import ServiceIdentity, Telemetry
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = [
+    "ExportOutcome",
+    "ExportStatus",
+    "ServiceIdentity",
+    "Telemetry",
+    "TelemetryEnvironment",
+    "configure_logging",
+    "register_process_metrics",
+    "render_exposition",
+    "render_json",
+    "request_id_var",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ from app.settings import Settings
 from app.storage.tables import Plan
 from fakes.gcs_api import FakeCloudStorage
 from fakes.gemini_api import FakeGeminiAPI
+from fakes.otlp_receiver import OtlpReceiver
 
 TEST_DATABASE_URL_VARIABLE = "VISIONCRAFT_TEST_DATABASE_URL"
 TEST_REDIS_URL_VARIABLE = "VISIONCRAFT_TEST_REDIS_URL"
@@ -39,6 +41,16 @@ TEST_BUCKET = "visioncraft-test-images"
 
 def running_in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
+
+
+def require_program(name: str, package: str) -> str:
+    """Return the path of program `name`; skip when it is missing, but fail in CI."""
+    path = shutil.which(name)
+    if path:
+        return path
+    if running_in_ci():
+        pytest.fail(f"{name} is missing in CI: .ci/run must install Debian's {package}")
+    pytest.skip(f"{name} is missing: apt-get install {package}")
 
 
 def require_server_variable(variable: str, what: str) -> str:
@@ -339,3 +351,40 @@ def fake_gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudStorage]:
                 warnings.simplefilter("ignore", ResourceWarning)
                 gc.collect()
     assert fake.handler_errors == []
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP receiver (gRPC and HTTP) on 127.0.0.1 for one test."""
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def export_to(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) -> None:
+    """Point every signal at `endpoint`, with short batch delays so tests wait little."""
+    monkeypatch.setenv("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root logger's handlers and level back after a test that configures logging."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    access_disabled = logging.getLogger("uvicorn.access").disabled
+    client_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpx2")}
+    try:
+        yield
+    finally:
+        for name, client_level in client_levels.items():
+            logging.getLogger(name).setLevel(client_level)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("uvicorn.access").disabled = access_disabled

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from conftest import bearer, create_account_key, make_settings
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from app.accounts.keys import KeyMode
@@ -59,7 +58,7 @@ def gemini_app_with(
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.base_url)
     settings = make_settings(tmp_path, image_backend="gemini", **overrides)
     reader = InMemoryMetricReader()
-    app = create_app(settings, meter_provider=MeterProvider(metric_readers=[reader]))
+    app = create_app(settings, metric_readers=[reader])
     with TestClient(app, raise_server_exceptions=False) as client:
         yield GeminiApp(client, settings, reader)
 

@@ -46,7 +46,7 @@ class AccountMetrics:
         )
         self.upstream_spend = meter.create_counter(
             "visioncraft.upstream.spend",
-            unit="USD",
+            unit="{USD}",
             description="Estimated upstream cost of paid-backend generations that were started.",
         )
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, the access log and the request body limit.
+"""ASGI middleware: request and trace ids, the access log and the request body limit.
 
 Written as plain ASGI rather than BaseHTTPMiddleware: it costs less per request and it never
 cancels the handler when a client disconnects.
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.limits import RateDecision
-from app.api.problems import problem_body
+from app.api.problems import id_headers, problem_body
 from telemetry.logs import request_id_var
 
 logger = logging.getLogger("visioncraft.access")
@@ -109,7 +109,10 @@ def new_request_id() -> str:
 
 
 class RequestContextMiddleware:
-    """Gives each request an id, limits its body size and writes one access log line."""
+    """Gives each request an id, limits its body size and writes one access log line.
+
+    Every response carries `X-Request-ID` and, inside a trace, `traceresponse` with the trace id.
+    """
 
     def __init__(
         self, app: ASGIApp, *, max_body_bytes: int, quiet_paths: Iterable[str] = ()
@@ -136,7 +139,12 @@ class RequestContextMiddleware:
                 status = message["status"]
                 response_started = True
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
+                names = {name.lower() for name, _ in headers}
+                headers.extend(
+                    (name.encode(), value.encode())
+                    for name, value in id_headers(request_id).items()
+                    if name.encode() not in names
+                )
                 decision = scope["state"].get("rate_limit")
                 if decision is not None:
                     headers += rate_limit_headers(decision)

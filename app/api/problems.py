@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
@@ -76,6 +77,18 @@ TITLE_BY_STATUS = {
     422: "Invalid request",
     500: "Internal server error",
 }
+
+
+def id_headers(request_id: str | None) -> dict[str, str]:
+    """`X-Request-ID` and, inside a trace, the W3C `traceresponse` with the trace id."""
+    headers = {"x-request-id": request_id} if request_id else {}
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        headers["traceresponse"] = (
+            f"00-{trace.format_trace_id(context.trace_id)}-"
+            f"{trace.format_span_id(context.span_id)}-{int(context.trace_flags):02x}"
+        )
+    return headers
 
 
 def status_for(error: ServiceError) -> int:
@@ -267,13 +280,22 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
 
 
 async def handle_unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    # This runs outside the request middleware, which has already reset the request id.
+    request_id = getattr(request.state, "request_id", None)
+    logger.error(
+        "unhandled error on %s %s",
+        request.method,
+        request.url.path,
+        exc_info=error,
+        extra={"request_id": request_id or "-"},
+    )
     return problem_response(
         request,
         status=500,
         code="internal_error",
         detail="The server failed to complete the request. It was logged; quote the request_id "
         "when you contact support.",
+        headers=id_headers(request_id),
     )
 
 

@@ -23,6 +23,7 @@ import httpx2
 from google import genai
 from google.auth import exceptions as auth_exceptions
 from google.genai import errors, types
+from opentelemetry.trace import TracerProvider
 from PIL import Image, UnidentifiedImageError
 
 from app.errors import (
@@ -34,6 +35,7 @@ from app.errors import (
 )
 from app.generation.backend import BackendImage, BackendResult, ImageSpec, ModelInfo
 from app.generation.options import ImageSize
+from telemetry.http_client import TracingTransport
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ class GeminiBackend:
     """Generate images with a Gemini image model, one concurrent API call per image.
 
     `api_key` overrides the SDK's environment variables, and `http_options` is passed to the
-    SDK client (tests set `base_url` to a local fake). For health checks, `last_call_at` (UTC)
+    SDK client (tests set `base_url` to a local fake). With `tracer_provider`, each API call gets
+    an HTTP client span. For health checks, `last_call_at` (UTC)
     and `last_call_outcome` describe the last `generate`. The outcome is one of "success",
     "blocked", "rate_limited", "unavailable", "error" or "cancelled".
     """
@@ -96,7 +99,10 @@ class GeminiBackend:
         *,
         http_options: types.HttpOptions | None = None,
         api_key: str | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
+        if tracer_provider is not None:
+            http_options = _traced(http_options, tracer_provider)
         self.model = model
         self.last_call_at: datetime | None = None
         self.last_call_outcome: str | None = None
@@ -263,6 +269,17 @@ class GeminiBackend:
     def _record_call(self, outcome: str) -> None:
         self.last_call_at = datetime.now(UTC)
         self.last_call_outcome = outcome
+
+
+def _traced(
+    options: types.HttpOptions | None, tracer_provider: TracerProvider
+) -> types.HttpOptions:
+    """Send the SDK's calls through httpx with client spans; the SDK builds and closes the client."""
+    options = options or types.HttpOptions()
+    client_args = dict(options.async_client_args or {})
+    inner = client_args.get("transport") or httpx.AsyncHTTPTransport()
+    client_args["transport"] = TracingTransport(inner, tracer_provider)
+    return options.model_copy(update={"async_client_args": client_args})
 
 
 def _seeds(spec: ImageSpec) -> range:

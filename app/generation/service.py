@@ -33,6 +33,7 @@ from app.errors import (
     UpstreamTimeoutError,
 )
 from app.generation.backend import BackendImage, BackendResult, ImageBackend, ImageSpec, ModelInfo
+from app.generation.metrics import GenerationTelemetry
 from app.generation.options import MAX_SEED, ImageSize, compose_prompt
 from app.storage.blobs import ImageStore
 from app.storage.ids import is_valid_id, new_id
@@ -126,9 +127,11 @@ class GenerationService:
         backend_timeout_s: float,
         request_timeout_s: float,
         gate: Gate | None = None,
+        telemetry: GenerationTelemetry | None = None,
     ) -> None:
         self._sessions = sessions
         self._gate: Gate = gate or OpenGate()
+        self._telemetry = telemetry or GenerationTelemetry()
         self._store = store
         self._backends = backends
         self._live_backend = live_backend
@@ -179,7 +182,7 @@ class GenerationService:
             backend, model if not principal.is_test else None, request.image_size
         )
         task = asyncio.create_task(
-            self._generate(principal, request, backend, model, idempotency_key)
+            self._observed_generate(principal, request, backend, model, idempotency_key)
         )
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -201,6 +204,19 @@ class GenerationService:
                     field="image_size",
                     code="unsupported_image_size",
                 )
+
+    async def _observed_generate(
+        self,
+        principal: Principal,
+        request: GenerationRequest,
+        backend: ImageBackend,
+        model: str,
+        idempotency_key: str | None,
+    ) -> GenerationOutcome:
+        with self._telemetry.generation(backend.name, model, request) as observation:
+            outcome = await self._generate(principal, request, backend, model, idempotency_key)
+            self._telemetry.finished(observation, outcome)
+            return outcome
 
     async def _generate(
         self,
@@ -300,7 +316,12 @@ class GenerationService:
 
     async def _call_backend(self, backend: ImageBackend, spec: ImageSpec) -> BackendResult:
         try:
-            return await asyncio.wait_for(backend.generate(spec), timeout=self._backend_timeout_s)
+            with self._telemetry.backend_call(backend.name, spec) as results:
+                result = await asyncio.wait_for(
+                    backend.generate(spec), timeout=self._backend_timeout_s
+                )
+                results.append(result)
+                return result
         except TimeoutError:
             raise UpstreamTimeoutError(
                 f"The {backend.name} backend did not respond within {self._backend_timeout_s:g} s. "

@@ -331,6 +331,12 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         ),
     ),
     ErrorCode(
+        "invalid_metrics_token",
+        "401",
+        N_("The metrics routes need the metrics token, and it was missing or wrong."),
+        N_("Send Authorization: Bearer with the value of VISIONCRAFT_METRICS_TOKEN."),
+    ),
+    ErrorCode(
         "admin_only",
         "403",
         N_("Only an admin account may use the admin routes."),
