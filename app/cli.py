@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from app.accounts.credits import MAX_GRANT_CREDITS
 from app.accounts.keys import KeyMode, describe_key
+from app.api.schemas.images import ImageGenerationCreate
 from app.container import Services, build_backends, build_services
 from app.errors import ServiceError
 from app.generation.backend import ImageSpec
@@ -31,6 +32,7 @@ from app.generation.options import (
 from app.main import prepare_database
 from app.settings import Settings
 from app.storage.database import upgrade_database
+from app.storage.tables import utc_now
 from telemetry import configure_logging
 
 T = TypeVar("T")
@@ -121,8 +123,18 @@ async def command_keys_list(settings: Settings, args: argparse.Namespace) -> Non
 
 
 async def command_keys_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    if args.key_id.startswith("vc_"):
+        # Never echo it: this is most likely a whole key, secret included.
+        raise CommandError(
+            "Pass the key id, not the key itself: the 16 characters after `vc_live_` or "
+            "`vc_test_`, as `visioncraft keys list` shows them."
+        )
+    started = utc_now()
     async with open_services(settings) as services:
         row = await services.keys.revoke(args.key_id)
+    if row.revoked_at is not None and row.revoked_at < started:
+        print(f"Key {row.id} ({row.name}) was already revoked on {row.revoked_at:%Y-%m-%d}.")
+        return
     print(f"Revoked key {row.id} ({row.name}).")
 
 
@@ -191,28 +203,69 @@ async def command_credits_grant(settings: Settings, args: argparse.Namespace) ->
 async def command_generate(settings: Settings, args: argparse.Namespace) -> None:
     backend_name = settings.resolved_backend.value
     backend = build_backends(settings)[backend_name]
-    model = args.model or backend.models()[0].id
+    request = _validated_request(args, [model.id for model in backend.models()])
+    paths = _output_paths(Path(args.output), request.n)
     spec = ImageSpec(
-        prompt=compose_prompt(args.prompt, style=args.style, negative_prompt=args.negative_prompt),
-        model=model,
-        aspect_ratio=args.aspect_ratio,
-        image_size=ImageSize(args.image_size),
-        count=args.n,
-        seed=args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1),
-        style=args.style,
+        prompt=compose_prompt(
+            request.prompt, style=request.style, negative_prompt=request.negative_prompt
+        ),
+        model=request.model or backend.models()[0].id,
+        aspect_ratio=request.resolved_aspect_ratio(),
+        image_size=request.image_size,
+        count=request.n,
+        seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        style=request.style,
     )
     try:
         task = asyncio.create_task(backend.generate(spec))
         result = await _show_progress(
-            task, f"Generating {args.n} image(s) with {backend_name} ({model})"
+            task, f"Generating {request.n} image(s) with {backend_name} ({spec.model})"
         )
     finally:
         await backend.aclose()
-    for path, image in zip(
-        _output_paths(Path(args.output), len(result.images)), result.images, strict=True
-    ):
-        path.write_bytes(image.data)
-        print(f"{path} {image.width}x{image.height} seed {image.seed}")
+    for path, image in zip(paths, result.images, strict=True):
+        replaced = path.exists()
+        try:
+            path.write_bytes(image.data)
+        except OSError as error:
+            raise CommandError(f"Could not write {path}: {error.strerror}.") from None
+        note = " (replaced the existing file)" if replaced else ""
+        print(f"{path} {image.width}x{image.height} seed {image.seed}{note}")
+
+
+def _validated_request(args: argparse.Namespace, models: Sequence[str]) -> ImageGenerationCreate:
+    """Check the options with the same rules as the API, and the model against the backend's."""
+    try:
+        request = ImageGenerationCreate(
+            prompt=args.prompt,
+            n=args.n,
+            aspect_ratio=args.aspect_ratio,
+            image_size=args.image_size,
+            style=args.style,
+            negative_prompt=args.negative_prompt,
+            seed=args.seed,
+        )
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "options"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        raise CommandError(f"invalid {field}: {message}") from None
+    if args.model is not None and args.model not in models:
+        raise CommandError(f"unknown model {args.model!r}; use one of {', '.join(models)}")
+    return request.model_copy(update={"model": args.model})
+
+
+def _output_paths(output: Path, count: int) -> list[Path]:
+    """Return the files to write, after checking that the folder exists and the name is .png."""
+    if output.is_dir():
+        raise CommandError(f"{output} is a folder: give a file name such as {output / 'out.png'}.")
+    if output.suffix.lower() != ".png":
+        raise CommandError(f"{output} does not end in .png: the images are PNG files.")
+    if not output.parent.is_dir():
+        raise CommandError(f"The folder {output.parent} does not exist: create it first.")
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{index + 1}{output.suffix}") for index in range(count)]
 
 
 async def _show_progress(task: asyncio.Task[T], label: str) -> T:
@@ -235,16 +288,15 @@ async def _show_progress(task: asyncio.Task[T], label: str) -> T:
     return task.result()
 
 
-def _output_paths(output: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{index + 1}{output.suffix}") for index in range(count)]
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser that reports a usage error in one line instead of the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="visioncraft", description="Run and manage VisionCraftAI."
-    )
+    parser = CommandParser(prog="visioncraft", description="Run and manage VisionCraftAI.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="Start the HTTP service.")
@@ -252,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", help="Address to listen on (default: VISIONCRAFT_HOST or 127.0.0.1)."
     )
     serve.add_argument(
-        "--port", type=int, help="Port to listen on (default: VISIONCRAFT_PORT or 8000)."
+        "--port", type=_port, help="Port to listen on (default: VISIONCRAFT_PORT or 8000)."
     )
     serve.add_argument(
         "--workers", type=int, default=1, help="Only 1 is supported; scale with replicas."
@@ -338,6 +390,10 @@ def _bounded_int(text: str, low: int, high: int) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    return _bounded_int(text, 1, 65535)
+
+
 def _seed(text: str) -> int:
     return _bounded_int(text, 0, MAX_SEED)
 
@@ -363,6 +419,19 @@ ASYNC_COMMANDS = {
 }
 
 
+def describe_settings_error(error: ValidationError) -> str:
+    """Name the VISIONCRAFT_ variable behind each invalid setting, with pydantic's reason."""
+    problems = []
+    for problem in error.errors():
+        names = [str(part) for part in problem["loc"]]
+        variable = f"VISIONCRAFT_{names[0].upper()}" if names else "settings"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        value = problem.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) and names else ""
+        problems.append(f"{variable}: {message}{shown}" if names else message)
+    return "invalid settings: " + "; ".join(problems)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -378,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
         return 1
     except ValidationError as error:
-        print(f"error: invalid settings: {error}", file=sys.stderr)
+        print(f"error: {describe_settings_error(error)}", file=sys.stderr)
         return 2
     except ValueError as error:  # UnsafeSettingsError and other setting problems
         print(f"error: {error}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from conftest import add_plan, bearer, create_account_key
+from conftest import add_plan, bearer, create_account_key, create_key
 from fastapi.testclient import TestClient
 
 from app.accounts.keys import KeyMode
@@ -181,7 +181,34 @@ def test_user_cannot_get_admin_scope(client: TestClient, settings: Settings) -> 
     )
 
     assert response.status_code == 403
-    assert response.json()["code"] == "admin_scope_not_allowed"
+    assert response.json()["code"] == "scope_not_held"
+
+
+def test_admin_account_key_without_admin_scope_cannot_mint_one(
+    client: TestClient, settings: Settings
+) -> None:
+    _, holder = create_account_key(
+        settings,
+        "boss@example.com",
+        role="admin",
+        plan="unlimited",
+        scopes=["admin", "keys:manage", "images:read"],
+    )
+    plain = create_key(settings, account_email="boss@example.com")
+
+    refused = client.post(
+        "/api/v1/keys", json={"name": "x", "scopes": ["admin"]}, headers=bearer(plain)
+    )
+    allowed = client.post(
+        "/api/v1/keys",
+        json={"name": "y", "scopes": ["admin", "images:read"]},
+        headers=bearer(holder),
+    )
+
+    assert refused.status_code == 403
+    assert refused.json()["scopes"] == ["admin"]
+    assert allowed.status_code == 201
+    assert allowed.json()["scopes"] == ["admin", "images:read"]
 
 
 @pytest.fixture

@@ -30,7 +30,11 @@ BAD_BODIES = [
     ({"prompt": "cat", "image_size": "8K"}, "validation_error", "image_size"),
     ({"prompt": "cat", "response_format": "jpeg"}, "validation_error", "response_format"),
     ({"prompt": "cat", "seed": -1}, "validation_error", "seed"),
-    ({"prompt": "cat", "size": "1024x1024", "aspect_ratio": "16:9"}, "validation_error", "body"),
+    (
+        {"prompt": "cat", "size": "1024x1024", "aspect_ratio": "16:9"},
+        "validation_error",
+        "aspect_ratio",
+    ),
     ({"prompt": "cat", "quality": "hd"}, "validation_error", "quality"),
     ({"prompt": "cat", "model": "gpt-image-1"}, "unknown_model", "model"),
 ]
@@ -231,3 +235,63 @@ def test_idempotency_key_too_long_is_422(client: TestClient, auth: dict[str, str
 
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_idempotency_key"
+
+
+def test_get_on_generations_is_405(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.get(GENERATIONS, headers=auth)
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+
+
+def test_unknown_field_lists_accepted_fields(client: TestClient, auth: dict[str, str]) -> None:
+    detail = client.post(GENERATIONS, json={"prompt": "c", "quality": "hd"}, headers=auth).json()[
+        "detail"
+    ]
+
+    assert "`quality` is not a field of this request" in detail
+    assert "aspect_ratio" in detail
+    assert "negative_prompt" in detail
+
+
+def test_out_of_range_value_is_shown(client: TestClient, auth: dict[str, str]) -> None:
+    detail = client.post(GENERATIONS, json={"prompt": "c", "n": 1000}, headers=auth).json()[
+        "detail"
+    ]
+
+    assert "(got 1000)" in detail
+
+
+def test_empty_body_says_what_to_send(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        GENERATIONS, content=b"", headers={**auth, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert "send a JSON object with at least `prompt`" in response.json()["detail"]
+
+
+def test_missing_field_is_named(client: TestClient, auth: dict[str, str]) -> None:
+    detail = client.post(GENERATIONS, json={"n": 1}, headers=auth).json()["detail"]
+
+    assert detail == "Invalid `prompt`: `prompt` is required"
+
+
+def test_body_that_is_not_utf8_is_400(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post(
+        GENERATIONS,
+        content=b'{"prompt": "\xff\xfe"}',
+        headers={**auth, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+    assert "UTF-8" in response.json()["detail"]
+
+
+def test_missing_content_type_is_named(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post(GENERATIONS, content=b'{"prompt": "c"}', headers=auth)
+
+    assert response.status_code == 415
+    assert "no Content-Type header" in response.json()["detail"]

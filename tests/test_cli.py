@@ -74,6 +74,25 @@ def test_revoke_unknown_key_fails_clearly(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "No API key with id 'NoSuchKeyId00000'" in result.stderr
+    assert "keys list" in result.stderr
+
+
+def test_revoke_with_whole_key_never_echoes_it(tmp_path: Path) -> None:
+    token = run_cli(tmp_path, "keys", "create", "--name", "laptop").stdout.strip()
+    result = run_cli(tmp_path, "keys", "revoke", token, check=False)
+
+    assert result.returncode == 1
+    assert token not in result.stderr
+    assert token.split("_")[3] not in result.stderr
+    assert "Pass the key id, not the key itself" in result.stderr
+
+
+def test_revoking_twice_says_already_revoked(tmp_path: Path) -> None:
+    key_id = run_cli(tmp_path, "keys", "create", "--name", "laptop").stdout.split("_")[2]
+    run_cli(tmp_path, "keys", "revoke", key_id)
+    again = run_cli(tmp_path, "keys", "revoke", key_id)
+
+    assert "was already revoked on" in again.stdout
 
 
 def test_generate_writes_pngs(tmp_path: Path) -> None:
@@ -106,6 +125,7 @@ def test_generate_writes_pngs(tmp_path: Path) -> None:
         (("generate", "x", "-n", "9"), "9 is outside 1..4"),
         (("generate", "x", "--aspect-ratio", "5:4"), "invalid choice: '5:4'"),
         (("generate", "x", "--seed", "abc"), "'abc' is not a whole number"),
+        (("serve", "--port", "99999"), "99999 is outside 1..65535"),
     ],
 )
 def test_generate_rejects_bad_arguments(
@@ -115,6 +135,51 @@ def test_generate_rejects_bad_arguments(
 
     assert result.returncode == 2
     assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("generate", "   "), "the prompt is empty"),
+        (("generate", "x" * 4001), "the limit is 4000"),
+        (("generate", "x", "--negative-prompt", "y" * 2001), "negative_prompt"),
+        (("generate", "x", "--model", "dall-e-3"), "unknown model 'dall-e-3'; use one of demo"),
+        (("generate", "x", "-o", "picture.jpg"), "does not end in .png"),
+        (("generate", "x", "-o", "/nonexistent/folder/out.png"), "does not exist"),
+    ],
+)
+def test_generate_checks_like_the_api(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = run_cli(tmp_path, *args, check=False)
+
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_generate_into_a_folder_fails_clearly(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "generate", "x", "-o", str(tmp_path), check=False)
+
+    assert result.returncode == 1
+    assert "is a folder" in result.stderr
+
+
+def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "VISIONCRAFT_DATA_DIR": str(tmp_path), "VISIONCRAFT_PORT": "http"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "keys", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "VISIONCRAFT_PORT" in result.stderr
+    assert "(got 'http')" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_serve_rejects_several_workers(tmp_path: Path) -> None:

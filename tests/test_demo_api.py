@@ -12,7 +12,7 @@ from conftest import make_settings
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
-from app.api.demo import client_address
+from app.api.clients import client_address
 from app.main import create_app
 from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI
 
@@ -52,11 +52,35 @@ def test_demo_images_stay_out_of_histories(demo_client: TestClient, auth: dict[s
     assert demo_client.get(f"/api/v1/images/{image_id}", headers=auth).status_code == 404
 
 
-def test_demo_accepts_only_its_fields(demo_client: TestClient) -> None:
-    response = demo_client.post(DEMO, json={"prompt": "a kite", "n": 4, "image_size": "4K"})
+def test_demo_takes_the_generation_body(demo_client: TestClient) -> None:
+    response = demo_client.post(
+        DEMO,
+        json={"prompt": "a kite", "n": 2, "negative_prompt": "clouds", "response_format": "url"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"prompt": "a kite", "n": 4}, "n", "too_many_images"),
+        ({"prompt": "a kite", "image_size": "4K"}, "image_size", "unsupported_image_size"),
+        ({"prompt": ""}, "prompt", "validation_error"),
+        ({"prompt": "x" * 4001}, "prompt", "validation_error"),
+        ({"prompt": "a kite", "aspect_ratio": "5:4"}, "aspect_ratio", "validation_error"),
+        ({"prompt": "a kite", "style": "vaporwave"}, "style", "validation_error"),
+    ],
+)
+def test_demo_rejects_bad_input_with_422(
+    demo_client: TestClient, body: dict[str, object], field: str, code: str
+) -> None:
+    response = demo_client.post(DEMO, json=body)
 
     assert response.status_code == 422
-    assert {error["field"] for error in response.json()["errors"]} == {"n", "image_size"}
+    assert response.json()["code"] == code
+    assert response.json()["error"]["param"] == field
 
 
 def test_demo_limit_per_minute(demo_client: TestClient) -> None:
@@ -107,7 +131,7 @@ PROXIES = [ip_network("10.0.0.0/8")]
         ("203.0.113.9", "198.51.100.7", "203.0.113.9"),  # not a trusted proxy: header ignored
         ("10.0.0.2", "198.51.100.7", "198.51.100.7"),
         ("10.0.0.2", "1.2.3.4, 198.51.100.7, 10.0.0.3", "198.51.100.7"),  # rightmost untrusted
-        ("10.0.0.2", "10.0.0.4", "10.0.0.4"),  # only proxies: the first hop
+        ("10.0.0.2", "10.0.0.4", "10.0.0.2"),  # only proxies: the peer
     ],
 )
 def test_client_address_believes_only_trusted_proxies(

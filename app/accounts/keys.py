@@ -228,10 +228,21 @@ class KeyService:
 
     async def revoke(self, key_id: str, *, account_id: str | None = None) -> ApiKey:
         """Revoke a key; with `account_id`, only a key of that account (others are not found)."""
+        if not KEY_ID_PATTERN.match(key_id):
+            # Not echoed: a caller who pastes the whole key here would see its secret again.
+            raise NotFoundError(
+                "No API key has that id: a key id is the 16 letters and digits after "
+                "`vc_live_` or `vc_test_`, as `visioncraft keys list` and GET /api/v1/keys show.",
+                code="api_key_not_found",
+            )
         async with self._sessions.begin() as session:
-            row = await session.get(ApiKey, key_id) if KEY_ID_PATTERN.match(key_id) else None
+            row = await session.get(ApiKey, key_id)
             if row is None or (account_id is not None and row.account_id != account_id):
-                raise NotFoundError(f"No API key with id {key_id!r}.", code="api_key_not_found")
+                raise NotFoundError(
+                    f"No API key with id {key_id!r}; `visioncraft keys list` and "
+                    "GET /api/v1/keys show the ids.",
+                    code="api_key_not_found",
+                )
             if row.revoked_at is None:
                 row.revoked_at = utc_now()
             return row

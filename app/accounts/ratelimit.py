@@ -81,12 +81,12 @@ class RequestLimiter:
             retry_after_s=decision.retry_after_s,
         )
 
-    async def count_demo_day(self, client_address: str) -> None:
-        """Count one demo request of `client_address` today, or raise 429 past the daily limit."""
+    async def count_demo_day(self, client_address: str, *, images: int = 1) -> None:
+        """Count `images` demo images of `client_address` today, or raise 429 past the limit."""
         per_day = self._demo.requests_per_day
         today = datetime.now(UTC).strftime("%Y%m%d")
         counted = await self._store.add_capped(
-            f"demo:day:{today}:{client_address}", 1, per_day, DAY_S
+            f"demo:day:{today}:{client_address}", images, per_day, DAY_S
         )
         if not counted.accepted:
             raise RateLimitedError(

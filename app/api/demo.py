@@ -1,85 +1,61 @@
 """The demo page's generator: no account, the demo backend only, limited per client address.
 
-Demo images belong to a system account, so they appear in no customer's history; their
-signed URLs work like any other. Client addresses come from X-Forwarded-For only when the
-peer is one of TRUSTED_PROXIES.
+The body is the one of `POST /api/v1/images/generations`, with the demo's limits on top: at
+most DEMO_MAX_IMAGES images of the 1K size. Demo images belong to a system account, so they
+appear in no customer's history; their signed URLs work like any other. Client addresses come
+from X-Forwarded-For only when the peer is one of TRUSTED_PROXIES.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
-
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.keys import KeyMode, Principal
+from app.api.clients import client_address
 from app.api.deps import ServicesDep
 from app.api.images import generation_body
-from app.api.schemas.images import MAX_PROMPT_CHARS, ImageGenerationCreate, ImageGenerationPublic
-from app.generation.options import ASPECT_RATIOS, MAX_SEED, STYLES
+from app.api.schemas.images import ImageGenerationCreate, ImageGenerationPublic
+from app.errors import InvalidRequestError
+from app.generation.options import ImageSize
 
 router = APIRouter(tags=["demo"])
 
-Network = IPv4Network | IPv6Network
+DEMO_MAX_IMAGES = 2
 
 
-class DemoGenerationCreate(BaseModel):
-    """One 1K image from the demo backend, returned as a signed URL."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(description=f"What to draw; 1 to {MAX_PROMPT_CHARS} characters.")
-    aspect_ratio: str | None = Field(None, description=f"One of {', '.join(ASPECT_RATIOS)}.")
-    style: str | None = Field(None, description=f"One of {', '.join(STYLES)}.")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-
-    def to_generation(self) -> ImageGenerationCreate:
-        """Reuse the generation body's checks and defaults, with everything else fixed."""
-        return ImageGenerationCreate(
-            prompt=self.prompt, aspect_ratio=self.aspect_ratio, style=self.style, seed=self.seed
+def check_demo_limits(body: ImageGenerationCreate) -> None:
+    """Raise InvalidRequestError when the body asks for more than the demo gives."""
+    if body.n > DEMO_MAX_IMAGES:
+        raise InvalidRequestError(
+            f"The demo makes at most {DEMO_MAX_IMAGES} images per request, not {body.n}. "
+            "Set `n` to 1 or 2, or create an account for up to 4.",
+            field="n",
+            code="too_many_images",
+            images_per_request=DEMO_MAX_IMAGES,
         )
-
-
-def _is_trusted(address: str, proxies: Sequence[Network]) -> bool:
-    try:
-        parsed = ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed in network for network in proxies)
-
-
-def client_address(request: Request, proxies: Sequence[Network]) -> str:
-    """Return the client's address: the peer, or behind trusted proxies the last untrusted hop.
-
-    X-Forwarded-For is read from the right, because each proxy appends the address it saw.
-    Entries left of the rightmost untrusted hop could be written by the client itself.
-    """
-    peer = request.client.host if request.client else "unknown"
-    forwarded = request.headers.get("x-forwarded-for")
-    if not forwarded or not _is_trusted(peer, proxies):
-        return peer
-    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, proxies):
-            return hop
-    return hops[0] if hops else peer
+    if body.image_size is not ImageSize.K1:
+        raise InvalidRequestError(
+            f"The demo makes 1K images only, not {body.image_size.value}. Leave out "
+            "`image_size`, or create an account for 2K and 4K.",
+            field="image_size",
+            code="unsupported_image_size",
+        )
 
 
 @router.post(
     "/demo/generations", response_model=ImageGenerationPublic, response_model_exclude_none=True
 )
 async def create_demo_generation(
-    body: DemoGenerationCreate, request: Request, services: ServicesDep
+    body: ImageGenerationCreate, request: Request, services: ServicesDep
 ) -> ImageGenerationPublic:
-    """Generate one watermarked demo image without an API key."""
-    generation_request = body.to_generation().to_request()
+    """Generate watermarked demo images without an API key."""
+    check_demo_limits(body)
     address = client_address(request, services.settings.trusted_proxies)
     decision = await services.limiter.check_demo(address)
     request.state.rate_limit = decision
     if not decision.allowed:
         raise services.limiter.demo_rejection(decision)
-    await services.limiter.count_demo_day(address)
+    await services.limiter.count_demo_day(address, images=body.n)
 
     principal = Principal(
         key_id=None,
@@ -89,5 +65,6 @@ async def create_demo_generation(
         role="system",
         plan="unlimited",
     )
-    outcome = await services.generation.generate(principal, generation_request)
-    return await generation_body(services, outcome, "url")
+    request_body = body.model_copy(update={"model": None}).to_request()
+    outcome = await services.generation.generate(principal, request_body)
+    return await generation_body(services, outcome, body.response_format)

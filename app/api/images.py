@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import Response as RawResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.accounts.keys import Scope
 from app.api.deps import GeneratorDep, ReaderDep, ServicesDep, authenticate, bearer_token
@@ -103,6 +104,12 @@ async def create_generation(
     if outcome.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return await generation_body(services, outcome, body.response_format)
+
+
+@router.get("/images/generations", include_in_schema=False)
+async def generations_need_post() -> None:
+    """Answer 405 rather than letting `/images/{image_id}` treat "generations" as an id."""
+    raise StarletteHTTPException(405, headers={"Allow": "POST"})
 
 
 def _image_public(services: Services, image: Image) -> ImagePublic:

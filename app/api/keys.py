@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.accounts.keys import KeyMode, describe_key
+from app.accounts.keys import DEFAULT_SCOPES, KeyMode, describe_key
 from app.api.deps import KeyManagerDep, ServicesDep
 from app.api.schemas.accounts import KeyCreate, KeyCreatedPublic, KeyListPublic, KeyPublic
+from app.errors import PermissionDeniedError
 from app.storage.tables import ApiKey
 
 router = APIRouter(tags=["keys"])
@@ -26,6 +27,16 @@ async def list_keys(principal: KeyManagerDep, services: ServicesDep) -> KeyListP
 async def create_key(
     body: KeyCreate, principal: KeyManagerDep, services: ServicesDep
 ) -> KeyCreatedPublic:
+    requested = body.scopes if body.scopes is not None else [s.value for s in DEFAULT_SCOPES]
+    not_held = sorted(set(requested) - principal.scopes)
+    if not_held:
+        # A key may hand on only what it holds, so that no key can mint a stronger one.
+        raise PermissionDeniedError(
+            f"This key cannot grant scopes it does not hold: {', '.join(not_held)}. Ask for "
+            "fewer scopes, or create the key with a key that holds them.",
+            code="scope_not_held",
+            scopes=not_held,
+        )
     created = await services.keys.create(
         principal.account_id, name=body.name, mode=KeyMode(body.mode), scopes=body.scopes
     )

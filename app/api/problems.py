@@ -206,19 +206,47 @@ def _clean_message(message: str) -> str:
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+def _accepted_fields(request: Request) -> list[str]:
+    """Return the body fields of the matched route, to name them when an unknown one arrives."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else []
+
+
+def _describe(item: Mapping[str, Any], field: str, accepted: Sequence[str]) -> str:
+    """Say what is wrong with one field in words a client can act on, showing the bad value."""
+    kind = item.get("type")
+    value = item.get("input")
+    if kind == "missing" and field == "body":
+        return "the request body is empty; send a JSON object with at least `prompt`"
+    if kind == "missing":
+        return f"`{field}` is required"
+    if kind == "extra_forbidden":
+        known = f"; the accepted fields are {', '.join(accepted)}" if accepted else ""
+        return f"`{field}` is not a field of this request{known}"
+    message = _clean_message(str(item.get("msg", "invalid value")))
+    shown = repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, int | float | str) and len(shown) <= 40 and shown not in message:
+        message = f"{message} (got {shown})"
+    return message
+
+
 async def handle_validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
     problems = list(error.errors())
-    if request.method in {"POST", "PUT", "PATCH"} and not _is_json(
-        request.headers.get("content-type")
-    ):
-        content_type = request.headers.get("content-type") or "none"
+    content_type = request.headers.get("content-type")
+    if request.method in {"POST", "PUT", "PATCH"} and not _is_json(content_type):
+        shown = (
+            f"Content-Type {content_type!r} is not accepted"
+            if content_type
+            else ("The request has no Content-Type header")
+        )
         return problem_response(
             request,
             status=415,
             code="unsupported_media_type",
-            detail=f"Content-Type {content_type!r} is not accepted: send the body as JSON with "
-            "`Content-Type: application/json`.",
+            detail=f"{shown}: send the body as JSON with `Content-Type: application/json`.",
         )
     if any(item.get("type") == "json_invalid" for item in problems):
         reason = next(item for item in problems if item.get("type") == "json_invalid")
@@ -230,14 +258,13 @@ async def handle_validation_error(request: Request, error: Exception) -> JSONRes
             detail=f"The request body is not valid JSON ({context.get('error', 'parse error')}). "
             "Send a JSON object.",
         )
-    fields = [
-        {
-            "field": _field_name(item.get("loc", ())),
-            "message": _clean_message(str(item.get("msg", "invalid value"))),
-            "type": item.get("type"),
-        }
-        for item in problems
-    ]
+    accepted = _accepted_fields(request)
+    fields = []
+    for item in problems:
+        field = _field_name(item.get("loc", ()))
+        fields.append(
+            {"field": field, "message": _describe(item, field, accepted), "type": item.get("type")}
+        )
     first = fields[0]
     more = f" ({len(fields) - 1} more problems in `errors`)" if len(fields) > 1 else ""
     return problem_response(
@@ -260,7 +287,11 @@ def _is_json(content_type: str | None) -> bool:
 async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     status = error.status_code
-    if status == 404:
+    if status == 400 and error.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body it cannot decode, such as bytes that are not UTF-8.
+        detail = "The request body could not be read: send a JSON object encoded as UTF-8."
+        code = "invalid_json"
+    elif status == 404:
         detail = (
             f"No route matches {request.method} {request.url.path}. See the API reference at /docs."
         )

@@ -337,6 +337,12 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         N_("Send Authorization: Bearer with the value of VISIONCRAFT_METRICS_TOKEN."),
     ),
     ErrorCode(
+        "scope_not_held",
+        "403",
+        N_("A key cannot create another key with scopes that it does not hold itself."),
+        N_("Ask for fewer scopes, or use a key that holds them."),
+    ),
+    ErrorCode(
         "admin_only",
         "403",
         N_("Only an admin account may use the admin routes."),

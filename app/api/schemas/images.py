@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.generation.options import (
     ASPECT_RATIOS,
@@ -63,10 +63,18 @@ class ImageGenerationCreate(BaseModel):
 
     @field_validator("aspect_ratio")
     @classmethod
-    def _check_aspect_ratio(cls, value: str | None) -> str | None:
-        if value is not None and value not in ASPECT_RATIOS:
+    def _check_aspect_ratio(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if value not in ASPECT_RATIOS:
             raise ValueError(
                 f"aspect_ratio {value!r} is not supported; use one of {', '.join(ASPECT_RATIOS)}"
+            )
+        size = info.data.get("size")  # validated before aspect_ratio, which follows it
+        if size is not None and OPENAI_SIZES[size] != value:
+            raise ValueError(
+                f"size {size!r} means aspect ratio {OPENAI_SIZES[size]}, but aspect_ratio is "
+                f"{value!r}; send only one of them"
             )
         return value
 
@@ -76,17 +84,6 @@ class ImageGenerationCreate(BaseModel):
         if value is not None and value not in STYLES:
             raise ValueError(f"style {value!r} is not supported; use one of {', '.join(STYLES)}")
         return value
-
-    @model_validator(mode="after")
-    def _check_size_matches_ratio(self) -> ImageGenerationCreate:
-        if self.size is not None and self.aspect_ratio is not None:
-            implied = OPENAI_SIZES[self.size]
-            if implied != self.aspect_ratio:
-                raise ValueError(
-                    f"size {self.size!r} means aspect ratio {implied}, but aspect_ratio is "
-                    f"{self.aspect_ratio!r}; send only one of them"
-                )
-        return self
 
     def resolved_aspect_ratio(self) -> str:
         if self.aspect_ratio is not None:
