@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.accounts.keys import KeyMode, Principal
 from app.api.deps import ServicesDep
 from app.api.images import generation_body
-from app.api.schemas.images import MAX_PROMPT_CHARS, ImageGenerationCreate, ImageGenerationPublic
+from app.api.schemas.images import (
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    ImageGenerationCreate,
+    ImageGenerationPublic,
+)
 from app.generation.options import ASPECT_RATIOS, MAX_SEED, STYLES
 
 router = APIRouter(tags=["demo"])
@@ -25,19 +31,30 @@ Network = IPv4Network | IPv6Network
 
 
 class DemoGenerationCreate(BaseModel):
-    """One 1K image from the demo backend, returned as a signed URL."""
+    """One 1K image from the demo backend, returned as a signed URL.
+
+    The fields are those of `POST /images/generations` that the demo offers, so the generator
+    page sends the same body to either route; `n` may only be 1.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     prompt: str = Field(description=f"What to draw; 1 to {MAX_PROMPT_CHARS} characters.")
+    negative_prompt: str | None = Field(None, max_length=MAX_NEGATIVE_PROMPT_CHARS)
     aspect_ratio: str | None = Field(None, description=f"One of {', '.join(ASPECT_RATIOS)}.")
     style: str | None = Field(None, description=f"One of {', '.join(STYLES)}.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    n: Literal[1] = Field(1, description="The demo draws one image per request.")
+    response_format: Literal["url"] = "url"
 
     def to_generation(self) -> ImageGenerationCreate:
         """Reuse the generation body's checks and defaults, with everything else fixed."""
         return ImageGenerationCreate(
-            prompt=self.prompt, aspect_ratio=self.aspect_ratio, style=self.style, seed=self.seed
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            aspect_ratio=self.aspect_ratio,
+            style=self.style,
+            seed=self.seed,
         )
 
 
