@@ -478,7 +478,7 @@ def test_sign_up_key_curl_generate_and_history(
     _tab_until(page, "#generate-button")
     page.keyboard.press("Enter")
     _generated_image_is_shown(page)
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 1280, "height": 1300})
     page.screenshot(path=str(SCREENSHOTS / "generator-result-en.png"))
     image_id = page.locator("#gallery a").first.get_attribute("download")
     assert image_id
