@@ -202,9 +202,7 @@ def test_logged_out_visitor_is_sent_to_log_in(web: TestClient) -> None:
         assert response.headers["location"] == f"/login?next=%2F{path[1:]}"
 
 
-def test_log_in_goes_back_to_next_page_on_this_site_only(
-    web: TestClient, smtp_server: SmtpServer
-) -> None:
+def test_log_in_redirects_to_local_next_only(web: TestClient, smtp_server: SmtpServer) -> None:
     signed_up_and_verified(web, smtp_server, "finn@example.com")
     web.cookies.pop(SESSION_COOKIE)
     inside = post_form(

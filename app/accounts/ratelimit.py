@@ -114,11 +114,8 @@ class RequestLimiter:
     async def check_login(self, client_address: str, email: str) -> None:
         """Spend one log-in attempt of the address and of the email, or raise 429."""
         per_email = self._web.login_attempts_per_15_min
-        decision = await self._store.hit(
-            [
-                Bucket(f"login:address:{client_address}", "address", per_email * 2, LOGIN_WINDOW_S),
-                Bucket(f"login:email:{email.strip().lower()}", "email", per_email, LOGIN_WINDOW_S),
-            ]
+        decision = await self._hit_address_and_email(
+            "login", client_address, email, per_email, per_email * 2, LOGIN_WINDOW_S
         )
         if not decision.allowed:
             raise RateLimitedError(
@@ -131,11 +128,8 @@ class RequestLimiter:
 
     async def check_mail(self, client_address: str, email: str) -> None:
         """Spend one account mail of the address and of the recipient, or raise 429."""
-        decision = await self._store.hit(
-            [
-                Bucket(f"mail:address:{client_address}", "address", MAILS_PER_HOUR * 4, HOUR_S),
-                Bucket(f"mail:email:{email.strip().lower()}", "email", MAILS_PER_HOUR, HOUR_S),
-            ]
+        decision = await self._hit_address_and_email(
+            "mail", client_address, email, MAILS_PER_HOUR, MAILS_PER_HOUR * 4, HOUR_S
         )
         if not decision.allowed:
             raise RateLimitedError(
@@ -145,3 +139,20 @@ class RequestLimiter:
                 code="mail_rate_limited",
                 retry_after_s=decision.retry_after_s,
             )
+
+    async def _hit_address_and_email(
+        self,
+        action: str,
+        client_address: str,
+        email: str,
+        per_email: int,
+        per_address: int,
+        window_s: float,
+    ) -> RateDecision:
+        """Spend one `action` of the client address and of the email address, or none."""
+        return await self._store.hit(
+            [
+                Bucket(f"{action}:address:{client_address}", "address", per_address, window_s),
+                Bucket(f"{action}:email:{email.strip().lower()}", "email", per_email, window_s),
+            ]
+        )

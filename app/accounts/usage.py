@@ -30,8 +30,8 @@ class UsageRow:
 class OutcomeRow:
     """Generations finished on one UTC day: how many, how many failed, and their latency.
 
-    `blocked` counts the failures that the safety filters caused (also in `failed`); latency
-    is over succeeded generations only, in milliseconds, None on a day without any.
+    `blocked` counts the failures that the safety filters caused, which `failed` includes.
+    Latency is over succeeded generations only, in milliseconds, and None on a day without any.
     """
 
     day: date

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
-# What each domain error code means on a form, by the field it belongs to.
+# Form messages by domain error code; FIELD_OF_CODE names the field each one belongs to.
 FIELD_MESSAGES = {
     "invalid_email": N_("Enter an email address such as name@example.com."),
     "email_taken": N_(

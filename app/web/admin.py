@@ -1,8 +1,8 @@
 """The admin dashboard: accounts with search, revenue, usage, errors and latency, health, mail.
 
 Error rate and latency come from the generation records in the database, not from the
-process's metrics: the records cover every replica and survive restarts, while each process's
-counters start at zero and describe only that process (Prometheus is the place for those).
+process's metrics. The records cover every replica and survive restarts. Each process's
+counters start at zero and describe only that process, so Prometheus is the place for those.
 Revenue and the health summary are read by the page's script from their JSON routes, so the
 page shows a note instead of breaking while billing or health checks are not set up.
 """

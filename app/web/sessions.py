@@ -1,9 +1,9 @@
 """Browser sessions on each request: the cookie, its lookup, and the login requirement.
 
 `BrowserSessionMiddleware` resolves the session cookie before routing, so that pages, CSRF
-tokens and the JSON API all see the same signed-in account in `request.state`:
-`session_account` (a SessionAccount, or None), `session_id` (binds CSRF tokens) and
-`session_token` (the cookie value, for log-out and rotation).
+tokens and the JSON API all see the same signed-in account. It sets three values in
+`request.state`: `session_account` (a SessionAccount, or None), `session_id` (which binds CSRF
+tokens) and `session_token` (the cookie value, for log-out and rotation).
 """
 
 from __future__ import annotations

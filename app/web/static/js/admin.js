@@ -66,9 +66,9 @@
 
   const unavailable = (result) => result.status === 404 || result.status === 503;
 
-  // NOTE: written against the revenue route's announced shape (`currency`, MRR by plan, counts
-  // of active and past-due subscriptions, and a per-day `series`); numbers at the top level
-  // are listed as they come, so a renamed field still shows.
+  // NOTE: written against the announced shape of the revenue route: `currency`, MRR by plan,
+  // counts of active and past-due subscriptions, and a per-day `series`. Top-level values are
+  // listed as they come, so a renamed field still shows.
   const showRevenue = async () => {
     const status = document.getElementById("revenue-status");
     const result = await api.call("GET", "/api/v1/admin/revenue");

@@ -8,7 +8,7 @@ window.visioncraftApi = (() => {
     return meta ? meta.content : "";
   };
 
-  // Resolve to {ok, status, body}; body is the JSON answer or the problem details. A network
+  // Resolve to {ok, status, body}, where body is the JSON response or the problem details. A network
   // failure resolves with status 0, so callers handle every outcome in one place.
   const call = async (method, path, body) => {
     const headers = { Accept: "application/json", "X-CSRF-Token": csrfToken() };
@@ -69,5 +69,5 @@ window.visioncraftApi = (() => {
     box.focus();
   };
 
-  return { call, format, element, showProblem };
+  return { call, csrfToken, format, element, showProblem };
 })();

@@ -139,7 +139,7 @@
     await reloadKeys();
   });
 
-  // Billing: the routes answer 404 before billing exists and 503 when it is not configured.
+  // Billing: the routes return 404 before billing exists and 503 when it is not configured.
 
   const billingStatus = document.getElementById("billing-status");
   const billingError = document.getElementById("billing-error");
