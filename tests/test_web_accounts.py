@@ -12,13 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import SmtpServer, bearer, link_in, make_settings
+from conftest import SmtpServer, bearer, free_port, link_in, make_settings
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.accounts.passwords import hash_password, verify_password
 from app.accounts.sessions import BrowserSessionService
 from app.container import build_services
+from app.errors import MailError
+from app.mail import SmtpMailer
 from app.main import create_app
 from app.settings import Settings
 from app.storage.database import migrate
@@ -424,6 +426,43 @@ async def test_sessions_end_when_idle_or_too_old(database_url: str, tmp_path: Pa
 
     assert idle_after is None
     assert busy_after_max_age is None
+
+
+def test_session_cookie_is_secure_over_https(tmp_path: Path, smtp_server: SmtpServer) -> None:
+    settings = make_settings(tmp_path, smtp_url=smtp_server.url)
+    with TestClient(create_app(settings), base_url="https://testserver") as client:
+        assert sign_up(client, "una@example.com").status_code == 200
+        client.get(link_in(smtp_server.wait_for("una@example.com"), "/verify-email"))
+        cookie = log_in(client, "una@example.com").headers["set-cookie"]
+
+    assert cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "; secure" in cookie.lower()
+
+
+def test_sign_up_says_when_mail_fails(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    with TestClient(create_app(settings)) as client:
+        response = sign_up(client, "val@example.com")
+
+    assert response.status_code == 503
+    assert "The mail could not be sent" in response.text
+
+
+@pytest.mark.anyio
+async def test_smtp_credentials_need_starttls(smtp_server: SmtpServer) -> None:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "a@example.com", "b@example.com", "hi"
+    message.set_content("hello")
+    mailer = SmtpMailer(f"smtp://user:hunter2secret@127.0.0.1:{smtp_server.port}")
+    with pytest.raises(MailError) as raised:
+        await mailer.send(message)
+    await SmtpMailer(smtp_server.url).send(message)
+
+    assert "STARTTLS" in raised.value.detail
+    assert "hunter2secret" not in raised.value.detail
+    assert smtp_server.wait_for("b@example.com")["Subject"] == "hi"
 
 
 def test_argon2_hash_verifies() -> None:

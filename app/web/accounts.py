@@ -495,6 +495,13 @@ async def delete_account(request: Request, site: SiteDep, services: ServicesDep)
     if session is None:
         raise SessionRequired(request)
     password = str((await request.form()).get("password") or "")
+    try:
+        await services.limiter.check_login(_address(request, site), session.email)
+    except RateLimitedError as error:
+        message = _rate_limited(site, request, error)
+        return site.renderer.render(
+            request, "account.html", {"field_error": message}, status_code=429
+        )
     checked = await services.accounts.check_login(session.email, password)
     if isinstance(checked, LoginFailure):
         message = _field_error(site, request, "wrong_password")
