@@ -508,6 +508,8 @@ async def delete_account(request: Request, site: SiteDep, services: ServicesDep)
         return site.renderer.render(
             request, "account.html", {"field_error": message}, status_code=403
         )
+    # NOTE: a Stripe subscription of the account is not cancelled here; billing must end it
+    # (or refuse the deletion) once it keeps subscriptions per account.
     images = await services.generation.delete_account_images(session.account_id)
     await services.accounts.delete(session.account_id)
     logger.info("account %s deleted with %s images", session.account_id, images)
