@@ -9,19 +9,22 @@ from opentelemetry.trace import NoOpTracerProvider, TracerProvider
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.accounts.credits import CreditService
+from app.accounts.email_tokens import EmailTokenSigner
 from app.accounts.gate import GateSettings, GenerationGate
 from app.accounts.keys import KeyService
 from app.accounts.limits import LimitStore, MemoryLimitStore, RedisLimitStore
 from app.accounts.metrics import AccountMetrics
 from app.accounts.plans import PlanCatalog
-from app.accounts.ratelimit import DemoLimits, RequestLimiter
+from app.accounts.ratelimit import DemoLimits, RequestLimiter, WebLimits
 from app.accounts.service import AccountService
+from app.accounts.sessions import BrowserSessionService
 from app.accounts.usage import UsageService
 from app.contact.service import ContactService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
 from app.generation.metrics import GenerationTelemetry
 from app.generation.service import GenerationService
+from app.mail import Mailer, OutboxMailer, SmtpMailer
 from app.settings import GCS_BUCKET_MISSING, BackendName, ImageStoreName, Settings
 from app.storage.blobs import ImageStore, LocalImageStore
 from app.storage.database import create_engine, create_session_factory
@@ -48,6 +51,9 @@ class Services:
     limiter: RequestLimiter
     account_metrics: AccountMetrics
     usage: UsageService
+    browser_sessions: BrowserSessionService
+    email_tokens: EmailTokenSigner
+    mailer: Mailer
 
     async def aclose(self) -> None:
         await self.generation.aclose()
@@ -80,6 +86,13 @@ def build_store(settings: Settings) -> ImageStore:
     from app.storage.gcs import GcsImageStore  # imported only when configured
 
     return GcsImageStore(settings.gcs_bucket)
+
+
+def build_mailer(settings: Settings) -> Mailer:
+    """Send over SMTP_URL when it is set, else write mails into DATA_DIR/outbox."""
+    if settings.smtp_url is None:
+        return OutboxMailer(settings.data_dir / "outbox")
+    return SmtpMailer(settings.smtp_url.get_secret_value())
 
 
 def build_limit_store(settings: Settings) -> LimitStore:
@@ -168,7 +181,15 @@ def build_services(
                 requests_per_minute=settings.demo_requests_per_minute,
                 requests_per_day=settings.demo_requests_per_day,
             ),
+            WebLimits(login_attempts_per_15_min=settings.login_attempts_per_15_min),
         ),
         account_metrics=account_metrics,
         usage=UsageService(sessions),
+        browser_sessions=BrowserSessionService(
+            sessions,
+            idle_timeout_s=settings.session_idle_timeout_s,
+            max_age_s=settings.session_max_age_s,
+        ),
+        email_tokens=EmailTokenSigner(settings.resolved_secret_key),
+        mailer=build_mailer(settings),
     )

@@ -147,3 +147,10 @@ class CapacityExceededError(ServiceError):
     def __init__(self, detail: str, *, retry_after_s: float, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after_s = retry_after_s
+
+
+class MailError(ServiceError):
+    """A mail could not be handed to the mail server or written to the outbox."""
+
+    code = "mail_failed"
+    title = "Mail could not be sent"

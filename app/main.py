@@ -25,6 +25,7 @@ from app.storage.database import is_database_current, migrate
 from app.storage.tables import utc_now
 from app.web.install import install_web
 from app.web.security import SecurityHeadersMiddleware
+from app.web.sessions import BrowserSessionMiddleware
 from telemetry import ServiceIdentity, Telemetry, register_process_metrics
 
 logger = logging.getLogger(__name__)
@@ -86,13 +87,14 @@ async def release_stale_reservations(services: Services) -> int:
 
 
 async def release_stale_reservations_forever(services: Services) -> None:
-    """Release stale reservations every minute; the first sweep runs at start."""
+    """Release stale reservations and delete ended browser sessions every minute."""
     while True:
         await asyncio.sleep(STALE_RESERVATION_SWEEP_S)
         try:
             await release_stale_reservations(services)
+            await services.browser_sessions.delete_expired()
         except Exception:  # the next round retries; a failed sweep must not stop the service
-            logger.exception("releasing stale credit reservations failed")
+            logger.exception("releasing stale credit reservations or ended sessions failed")
 
 
 def build_telemetry(settings: Settings, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
@@ -191,6 +193,12 @@ def create_app(
     app.include_router(monitoring.router)
     install_web(app, settings)
 
+    # Innermost of the three: it reads the database, so it runs with the request id set.
+    app.add_middleware(
+        BrowserSessionMiddleware,
+        sessions=services.browser_sessions,
+        trusted_proxies=settings.trusted_proxies,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,

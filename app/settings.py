@@ -10,6 +10,7 @@ from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -200,6 +201,30 @@ class Settings(BaseSettings):
         None,
         description="When set, /metrics and the JSON metrics need `Authorization: Bearer` with it.",
     )
+    smtp_url: SecretStr | None = Field(
+        None,
+        description="smtp://user:password@host:587 (STARTTLS) or smtps://...:465; without it "
+        "mails are written to DATA_DIR/outbox.",
+    )
+    mail_from: str | None = Field(
+        None,
+        description="Sender of account mails; `VisionCraftAI <no-reply@HOST>` of PUBLIC_BASE_URL "
+        "when unset.",
+    )
+    session_idle_timeout_s: int = Field(
+        3 * 24 * 3600, ge=300, description="A browser session unused this long ends, seconds."
+    )
+    session_max_age_s: int = Field(
+        30 * 24 * 3600,
+        ge=3600,
+        description="A browser session ends this long after log-in however active, seconds.",
+    )
+    login_attempts_per_15_min: int = Field(
+        10,
+        ge=1,
+        description="Log-in attempts allowed per email address, and twice this per client "
+        "address, in 15 minutes.",
+    )
     telemetry_flush_s: float = Field(
         3.0, ge=0, description="At shutdown, seconds to flush telemetry before dropping it."
     )
@@ -308,6 +333,14 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_public_base_url(self) -> str:
         return self.public_base_url or f"http://{self.host}:{self.port}"
+
+    @cached_property
+    def resolved_mail_from(self) -> str:
+        if self.mail_from:
+            return self.mail_from
+        host = urlsplit(self.resolved_public_base_url).hostname or "localhost"
+        domain = host if "." in host and not host.replace(".", "").isdigit() else "localhost"
+        return f"VisionCraftAI <no-reply@{domain}>"
 
     @cached_property
     def resolved_log_format(self) -> LogFormat:

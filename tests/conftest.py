@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -14,7 +15,11 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -351,6 +356,59 @@ def fake_gcs(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudStorage]:
                 warnings.simplefilter("ignore", ResourceWarning)
                 gc.collect()
     assert fake.handler_errors == []
+
+
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.messages: list[EmailMessage] = []
+        self._received = threading.Condition()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+        message = message_from_bytes(envelope.content, policy=email_policy.default)
+        assert isinstance(message, EmailMessage)
+        with self._received:
+            self.messages.append(message)
+            self._received.notify_all()
+        return "250 Message accepted"
+
+    def wait_for(self, recipient: str, count: int = 1, timeout_s: float = 10) -> EmailMessage:
+        """Return the `count`-th message to `recipient`, waiting for it to arrive."""
+        with self._received:
+            self._received.wait_for(lambda: len(self.to(recipient)) >= count, timeout=timeout_s)
+            received = self.to(recipient)
+        assert len(received) >= count, f"no mail number {count} to {recipient} arrived"
+        return received[count - 1]
+
+    def to(self, recipient: str) -> list[EmailMessage]:
+        return [message for message in self.messages if message["To"] == recipient]
+
+    def __enter__(self) -> SmtpServer:
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._controller.stop()
+
+
+def link_in(message: EmailMessage, path: str) -> str:
+    """Return the path and query of the first link to `path` in a mail's text."""
+    body = message.get_content()
+    match = re.search(rf"https?://[^/\s]+({re.escape(path)}\?\S+)", body)
+    assert match, f"no link to {path} in: {body}"
+    return match.group(1)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.fixture

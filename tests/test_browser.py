@@ -7,6 +7,9 @@ between tests. Screenshots of the main pages in both languages go to test-artifa
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import LiveServer, free_port, make_settings, running_in_ci
+from conftest import (
+    LiveServer,
+    SmtpServer,
+    free_port,
+    link_in,
+    make_settings,
+    require_program,
+    running_in_ci,
+)
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.container import build_services
@@ -91,10 +102,21 @@ def gate() -> Gate:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, gate: Gate) -> Iterator[LiveServer]:
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, gate: Gate, smtp: SmtpServer
+) -> Iterator[LiveServer]:
     port = free_port()
     settings = make_settings(
-        tmp_path_factory.mktemp("browser"), port=port, seller_name="VisionCraftAI K.K."
+        tmp_path_factory.mktemp("browser"),
+        port=port,
+        seller_name="VisionCraftAI K.K.",
+        smtp_url=smtp.url,
     )
     with LiveServer(settings, wrap=gate.wrap) as live:
         yield live
@@ -122,6 +144,15 @@ class ConsoleLog:
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             self.errors.append(message.text)
+
+    @property
+    def script_errors(self) -> list[str]:
+        """The errors other than the browser's note on each 4xx answer, which pages expect.
+
+        The dashboards ask billing and health routes that answer 404 or 503 until they are
+        set up, and show a note instead.
+        """
+        return [error for error in self.errors if not error.startswith("Failed to load resource")]
 
 
 @pytest.fixture
@@ -321,3 +352,245 @@ def test_contact_form_refuses_missing_csrf_token(page: Page) -> None:
 
     assert posted.value.status == 403
     expect(page.locator("h1")).to_have_text("The request could not be verified")
+
+
+# Accounts, the dashboard and the admin pages.
+
+PASSWORD = "tulip river cobalt"
+ADMIN_EMAIL = "admin@example.com"
+ACCOUNT_PAGES = ("/signup", "/login", "/password-reset")
+README_IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+
+def _run_on_server(server: LiveServer, work: Any) -> Any:
+    """Run `work(services)` with services of its own on the server's database."""
+
+    async def run() -> Any:
+        services = build_services(server.settings)
+        try:
+            return await work(services)
+        finally:
+            await services.aclose()
+
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        return executor.submit(asyncio.run, run()).result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def admin(server: LiveServer) -> str:
+    async def create(services: Any) -> str:
+        await services.accounts.create(ADMIN_EMAIL, role="admin", password=PASSWORD)
+        return ADMIN_EMAIL
+
+    email: str = _run_on_server(server, create)
+    return email
+
+
+def _generated_image_is_shown(page: Page) -> None:
+    figure = page.locator("#gallery img").first
+    expect(figure).to_be_visible()
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('#gallery img'))"
+        ".every((image) => image.complete && image.naturalWidth > 0)"
+    )
+    expect(page.locator("#gallery a", has_text="Download").first).to_have_attribute(
+        "download", re.compile(r"^img_\w+\.png$")
+    )
+
+
+def test_visitor_generates_demo_image(page: Page) -> None:
+    console = ConsoleLog(page)
+    page.goto("/generate")
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse on a cliff at sunset")
+    page.get_by_label("Style").select_option("watercolor")
+    page.get_by_role("button", name="Generate").click()
+
+    _generated_image_is_shown(page)
+    expect(page.locator("#results-summary")).to_have_text("1 image generated.")
+    expect(
+        page.get_by_role("link", name="Sign up for full-quality images and an API key.")
+    ).to_be_visible()
+    assert console.errors == []
+
+
+def _keyboard_fill(page: Page, fields: dict[str, str]) -> None:
+    for selector, text in fields.items():
+        _tab_until(page, selector)
+        page.keyboard.type(text)
+
+
+def test_sign_up_key_curl_generate_and_history(
+    page: Page, server: LiveServer, smtp: SmtpServer
+) -> None:
+    curl = require_program("curl", "curl")
+    console = ConsoleLog(page)
+    email = "mika@example.com"
+
+    # Sign up with the keyboard only, then follow the link from the mail.
+    page.goto("/signup")
+    assert _accessibility_problems(page) == []
+    _keyboard_fill(page, {"#signup-email": email, "#signup-password": PASSWORD})
+    _tab_until(page, "#signup-terms")
+    page.keyboard.press("Space")
+    _tab_until(page, "form.account-form button[type=submit]")
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Check your inbox")
+    page.goto(link_in(smtp.wait_for(email), "/verify-email"))
+    expect(page.get_by_role("status")).to_contain_text("Your email address is confirmed.")
+    _keyboard_fill(page, {"#login-email": email, "#login-password": PASSWORD})
+    page.keyboard.press("Enter")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    assert _accessibility_problems(page) == []
+
+    # Create a key: it is shown once, and curl uses it against the live server.
+    page.get_by_label("Key name").fill("laptop")
+    page.get_by_role("button", name="Create key").click()
+    key_box = page.get_by_label("New API key")
+    expect(key_box).to_have_value(re.compile(r"^vc_live_\w+$"))
+    key = key_box.input_value()
+    generated = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "--fail-with-body",
+            f"{server.base_url}/api/v1/images/generations",
+            "-H",
+            f"Authorization: Bearer {key}",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"prompt": "a paper boat", "aspect_ratio": "16:9"}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(generated.stdout)["data"][0]["width"] == 1344
+    page.reload()
+    expect(page.locator("#keys-body")).to_contain_text("laptop")
+    assert key not in page.content()
+
+    # Generate from the generator page with the keyboard; the image lands in the history.
+    page.goto("/generate")
+    expect(page.get_by_role("note")).to_contain_text("Images are generated on your Free plan")
+    _keyboard_fill(page, {"#prompt": "a red kite over green hills"})
+    _tab_until(page, "#generate-button")
+    page.keyboard.press("Enter")
+    _generated_image_is_shown(page)
+    page.set_viewport_size({"width": 1280, "height": 1300})
+    page.screenshot(path=str(SCREENSHOTS / "generator-result-en.png"))
+    image_id = page.locator("#gallery a").first.get_attribute("download")
+    assert image_id
+
+    page.goto("/dashboard#history")
+    expect(page.locator(f'#history a[download="{image_id}"]')).to_be_visible()
+    expect(page.locator("#history img")).to_have_count(2)
+    expect(page.locator("#balance-total")).to_have_text("48")
+    expect(page.locator("#billing-status")).to_contain_text("Online payment is not")
+    page.goto("/dashboard")
+    page.wait_for_function("() => document.querySelector('#usage-chart').width > 0")
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-en.png"))
+    page.goto("/dashboard?lang=ja")
+    expect(page.locator("h1")).to_have_text("ダッシュボード")
+    page.screenshot(path=str(SCREENSHOTS / "dashboard-ja.png"), full_page=True)
+    page.goto("/generate?lang=ja")
+    page.screenshot(path=str(SCREENSHOTS / "generator-user-ja.png"), full_page=True)
+    page.goto("/dashboard?lang=en")
+
+    # Revoking asks first; afterwards the key no longer works.
+    page.get_by_role("button", name="Revoke").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("laptop")
+    page.get_by_role("button", name="Revoke the key").click()
+    expect(page.locator("#keys-body")).to_contain_text("Revoked")
+    revoked = subprocess.run(
+        [
+            curl,
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"{server.base_url}/api/v1/account",
+            "-H",
+            f"Authorization: Bearer {key}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert revoked.stdout == "401"
+
+    # A user may not open the admin pages.
+    response = page.goto("/admin")
+    assert response is not None and response.status == 403
+    expect(page.locator("h1")).to_have_text("Admins only")
+    assert console.script_errors == []
+
+
+def test_logged_out_visitor_is_sent_to_log_in(page: Page) -> None:
+    page.goto("/dashboard")
+
+    assert page.url.endswith("/login?next=%2Fdashboard")
+    expect(page.locator("h1")).to_have_text("Log in")
+
+
+def test_admin_sees_accounts_usage_and_contact_message(
+    page: Page, server: LiveServer, admin: str
+) -> None:
+    console = ConsoleLog(page)
+
+    async def new_customer(services: Any) -> None:
+        account = await services.accounts.create("nao@example.com")
+        created = await services.keys.create(account.id, name="ci")
+        return created.token
+
+    token = _run_on_server(server, new_customer)
+    httpx.post(
+        f"{server.base_url}/api/v1/images/generations",
+        json={"prompt": "a tea cup", "n": 2},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).raise_for_status()
+    page.goto("/contact")
+    page.get_by_label("Your name").fill("Rin")
+    page.get_by_label("Email address").fill("rin@example.com")
+    page.get_by_label("Message").fill("Can I pay by invoice?")
+    page.get_by_role("button", name="Send message").click()
+    expect(page.locator("h1")).to_have_text("Thank you for your message")
+
+    page.goto("/login?next=/admin")
+    page.get_by_label("Email address").fill(admin)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("h1")).to_have_text("Admin")
+    assert _accessibility_problems(page) == []
+
+    expect(page.locator(".accounts-table")).to_contain_text("nao@example.com")
+    page.locator("#usage details summary").click()
+    expect(page.locator(".usage-table")).to_contain_text("free")
+    expect(page.locator(".outcomes-table tbody tr").first).to_contain_text("0.0 %")
+    expect(page.locator("#revenue-status")).to_contain_text("Revenue is not available yet")
+    expect(page.locator("#health-status")).not_to_have_text("Loading…")
+    expect(page.locator("#messages")).to_contain_text("Can I pay by invoice?")
+
+    page.get_by_label("Search by email").fill("nao@")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator(".accounts-table tbody tr")).to_have_count(1)
+    page.goto("/admin?lang=en")
+    page.wait_for_function("() => document.querySelector('#usage-chart').width > 0")
+    page.screenshot(path=str(SCREENSHOTS / "admin-en.png"), full_page=True)
+    page.goto("/admin?lang=ja")
+    expect(page.locator("h1")).to_have_text("管理")
+    page.screenshot(path=str(SCREENSHOTS / "admin-ja.png"), full_page=True)
+    assert console.script_errors == []
+
+
+@pytest.mark.parametrize("language", ["en", "ja"])
+def test_account_pages_are_accessible(page: Page, language: str) -> None:
+    for path in ACCOUNT_PAGES:
+        page.goto(f"{path}?lang={language}")
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        assert _accessibility_problems(page) == [], path

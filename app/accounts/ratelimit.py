@@ -11,13 +11,25 @@ from app.accounts.plans import PlanCatalog
 from app.errors import RateLimitedError
 
 MINUTE_S = 60.0
+LOGIN_WINDOW_S = 900.0
+HOUR_S = 3600.0
 DAY_S = 86_400.0
+# Account mails (verification, password reset) one email address may trigger per hour; the
+# client address may trigger four times as many.
+MAILS_PER_HOUR = 5
 
 
 @dataclass(frozen=True)
 class DemoLimits:
     requests_per_minute: int
     requests_per_day: int
+
+
+@dataclass(frozen=True)
+class WebLimits:
+    """Limits of the account pages: log-in attempts per email in 15 minutes (twice per address)."""
+
+    login_attempts_per_15_min: int
 
 
 def seconds_until_utc_midnight(now: datetime | None = None) -> float:
@@ -34,10 +46,13 @@ class RequestLimiter:
     and costs no store access.
     """
 
-    def __init__(self, store: LimitStore, plans: PlanCatalog, demo: DemoLimits) -> None:
+    def __init__(
+        self, store: LimitStore, plans: PlanCatalog, demo: DemoLimits, web: WebLimits
+    ) -> None:
         self._store = store
         self._plans = plans
         self._demo = demo
+        self._web = web
 
     async def check(self, principal: Principal) -> RateDecision | None:
         """Spend one request of the key and its account; None when the plan has no limit.
@@ -48,10 +63,10 @@ class RequestLimiter:
         limit = plan.requests_per_minute
         if limit <= 0:
             return None
-        buckets = [
-            Bucket(f"rate:key:{principal.key_id}", "key", limit, MINUTE_S),
-            Bucket(f"rate:account:{principal.account_id}", "account", limit, MINUTE_S),
-        ]
+        buckets = [Bucket(f"rate:account:{principal.account_id}", "account", limit, MINUTE_S)]
+        # A browser session has no key; its account's limit is the only one.
+        if principal.key_id is not None:
+            buckets.insert(0, Bucket(f"rate:key:{principal.key_id}", "key", limit, MINUTE_S))
         return await self._store.hit(buckets)
 
     @staticmethod
@@ -95,3 +110,49 @@ class RequestLimiter:
                 code="demo_daily_limit_exceeded",
                 retry_after_s=seconds_until_utc_midnight(),
             )
+
+    async def check_login(self, client_address: str, email: str) -> None:
+        """Spend one log-in attempt of the address and of the email, or raise 429."""
+        per_email = self._web.login_attempts_per_15_min
+        decision = await self._hit_address_and_email(
+            "login", client_address, email, per_email, per_email * 2, LOGIN_WINDOW_S
+        )
+        if not decision.allowed:
+            raise RateLimitedError(
+                f"Too many log-in attempts for this email address or from this network: "
+                f"{per_email} are allowed in 15 minutes. Retry after "
+                f"{decision.retry_after_s:.0f} s, or reset the password.",
+                code="login_rate_limited",
+                retry_after_s=decision.retry_after_s,
+            )
+
+    async def check_mail(self, client_address: str, email: str) -> None:
+        """Spend one account mail of the address and of the recipient, or raise 429."""
+        decision = await self._hit_address_and_email(
+            "mail", client_address, email, MAILS_PER_HOUR, MAILS_PER_HOUR * 4, HOUR_S
+        )
+        if not decision.allowed:
+            raise RateLimitedError(
+                f"Too many mails were asked for this email address or from this network: "
+                f"{MAILS_PER_HOUR} per address and hour are allowed. Retry after "
+                f"{decision.retry_after_s:.0f} s.",
+                code="mail_rate_limited",
+                retry_after_s=decision.retry_after_s,
+            )
+
+    async def _hit_address_and_email(
+        self,
+        action: str,
+        client_address: str,
+        email: str,
+        per_email: int,
+        per_address: int,
+        window_s: float,
+    ) -> RateDecision:
+        """Spend one `action` of the client address and of the email address, or none."""
+        return await self._store.hit(
+            [
+                Bucket(f"{action}:address:{client_address}", "address", per_address, window_s),
+                Bucket(f"{action}:email:{email.strip().lower()}", "email", per_email, window_s),
+            ]
+        )

@@ -6,20 +6,26 @@ that owns demo images, which has no keys and no history of its own.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
+import asyncio
 import re
-import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.credits import CreditService
+from app.accounts.passwords import (
+    check_password_strength,
+    dummy_hash,
+    hash_password,
+    needs_rehash,
+    verify_password,
+)
 from app.accounts.plans import PlanCatalog
-from app.errors import ConflictError, InvalidRequestError, NotFoundError
+from app.errors import ConflictError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from app.storage.ids import is_valid_id, new_id
 from app.storage.tables import Account, utc_now
 
@@ -30,35 +36,15 @@ DEMO_ACCOUNT_EMAIL = "demo@visioncraft.invalid"
 INTERNAL_PLAN = "unlimited"
 DEFAULT_PLAN = "free"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")
-MIN_PASSWORD_CHARS = 10
-# scrypt parameters: 16 MiB of memory per hash (n * r * 128 bytes).
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+# An account's email address is searched by substring; this many characters at most.
+MAX_SEARCH_CHARS = 100
 
 
-def hash_password(password: str) -> str:
-    """Hash a password with scrypt into `scrypt$n$r$p$salt$hash` (base64 parts)."""
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    )
-    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${encoded[0]}${encoded[1]}"
+@dataclass(frozen=True)
+class LoginFailure:
+    """Why a log-in failed: `unknown` (no such email or a wrong password) or `unverified`."""
 
-
-def verify_password(password: str, stored: str) -> bool:
-    """Tell whether `password` matches a hash made by `hash_password`."""
-    scheme, n, r, p, salt, digest = stored.split("$")
-    if scheme != "scrypt":
-        return False
-    candidate = hashlib.scrypt(
-        password.encode(),
-        salt=base64.b64decode(salt),
-        n=int(n),
-        r=int(r),
-        p=int(p),
-        dklen=32,
-    )
-    return hmac.compare_digest(candidate, base64.b64decode(digest))
+    reason: str
 
 
 def normalize_email(email: str) -> str:
@@ -83,9 +69,25 @@ class AccountService:
         self._plans = plans
         self._credits = credits
 
-    async def create(self, email: str, *, role: str = "user", plan: str = DEFAULT_PLAN) -> Account:
-        """Create an account on `plan` and grant the plan's first monthly allowance."""
+    async def create(
+        self,
+        email: str,
+        *,
+        role: str = "user",
+        plan: str = DEFAULT_PLAN,
+        password: str | None = None,
+        verified: bool = True,
+    ) -> Account:
+        """Create an account on `plan` and grant the plan's first monthly allowance.
+
+        Accounts made by an operator count as verified; a web sign-up passes `verified=False`
+        until its owner follows the emailed link. A `password` is checked and hashed first.
+        """
         email = normalize_email(email) if role != "system" else email
+        password_hash = None
+        if password is not None:
+            check_password_strength(password, email=email)
+            password_hash = await asyncio.to_thread(hash_password, password)
         target = await self._plans.get(plan)
         now = utc_now()
         account = Account(
@@ -98,6 +100,8 @@ class AccountService:
             created_at=now,
             cycle_started_at=now,
             cycle_ends_at=now,
+            password_hash=password_hash,
+            email_verified_at=now if verified else None,
         )
         try:
             async with self._sessions.begin() as session:
@@ -128,12 +132,24 @@ class AccountService:
         return account
 
     async def list(
-        self, *, limit: int = 100, cursor: str | None = None, include_system: bool = False
+        self,
+        *,
+        limit: int = 100,
+        cursor: str | None = None,
+        include_system: bool = False,
+        search: str | None = None,
     ) -> Sequence[Account]:
-        """Return accounts oldest first; `cursor` is the last id of the previous page."""
+        """Return accounts oldest first; `cursor` is the last id of the previous page.
+
+        `search` keeps the accounts whose email address contains it, ignoring case.
+        """
         query = select(Account).order_by(Account.id).limit(limit)
         if cursor is not None:
             query = query.where(Account.id > cursor)
+        if search:
+            pattern = search.strip().lower()[:MAX_SEARCH_CHARS]
+            escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(func.lower(Account.email).like(f"%{escaped}%", escape="\\"))
         if not include_system:
             query = query.where(Account.role != "system")
         async with self._sessions() as session:
@@ -147,17 +163,78 @@ class AccountService:
         return await self.get(account_id)
 
     async def set_password(self, account_id: str, password: str) -> None:
-        if len(password) < MIN_PASSWORD_CHARS:
-            raise InvalidRequestError(
-                f"The password has {len(password)} characters; use at least {MIN_PASSWORD_CHARS}.",
-                field="password",
-                code="password_too_short",
-            )
-        password_hash = hash_password(password)
+        """Check the password's strength, then store its Argon2id hash."""
+        account = await self.get(account_id)
+        check_password_strength(password, email=account.email)
+        password_hash = await asyncio.to_thread(hash_password, password)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Account).where(Account.id == account_id).values(password_hash=password_hash)
             )
+
+    async def check_login(self, email: str, password: str) -> Account | LoginFailure:
+        """Return the account whose email and password match, or why the log-in failed.
+
+        A wrong email costs as much time as a wrong password, and an old scrypt hash is
+        replaced by an Argon2id one on success.
+        """
+        try:
+            account: Account | None = await self.get_by_email(email)
+        except NotFoundError:
+            account = None
+        stored = account.password_hash if account is not None else None
+        matches = await asyncio.to_thread(verify_password, password, stored or dummy_hash())
+        if account is None or stored is None or not matches or account.role == "system":
+            return LoginFailure("unknown")
+        if account.email_verified_at is None:
+            return LoginFailure("unverified")
+        if needs_rehash(stored):
+            await self._replace_hash(account.id, stored, password)
+        return account
+
+    async def _replace_hash(self, account_id: str, old_hash: str, password: str) -> None:
+        new_hash = await asyncio.to_thread(hash_password, password)
+        async with self._sessions.begin() as session:
+            # Only when nobody changed the password meanwhile.
+            await session.execute(
+                update(Account)
+                .where(Account.id == account_id, Account.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+
+    async def mark_verified(
+        self, account_id: str, email: str, *, now: datetime | None = None
+    ) -> Account:
+        """Record that the owner of `email` confirmed it; a changed address is not confirmed."""
+        account = await self.get(account_id)
+        if account.email != email:
+            raise NotFoundError(
+                f"No account with id {account_id!r} has the email {email!r}.",
+                code="account_not_found",
+            )
+        if account.email_verified_at is None:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(email_verified_at=now or utc_now())
+                )
+        return await self.get(account_id)
+
+    async def delete(self, account_id: str) -> None:
+        """Delete the account row; its keys, sessions, generations, images and ledger go with it.
+
+        The image bytes live outside the database: delete them first through the generation
+        service (`delete_account_images`).
+        """
+        account = await self.get(account_id)
+        if account.role == "system":
+            raise PermissionDeniedError(
+                f"The account {account.email} is used by the service itself and cannot be deleted.",
+                code="system_account",
+            )
+        async with self._sessions.begin() as session:
+            await session.execute(delete(Account).where(Account.id == account_id))
 
     async def ensure_account(self, email: str, *, role: str, plan: str) -> Account:
         """Return the account with `email`, creating it on first use; safe in parallel."""

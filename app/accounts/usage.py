@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.errors import InvalidRequestError
@@ -24,6 +24,22 @@ class UsageRow:
     group: tuple[str | None, ...]
     images: int
     credits: int
+
+
+@dataclass(frozen=True)
+class OutcomeRow:
+    """Generations finished on one UTC day: how many, how many failed, and their latency.
+
+    `blocked` counts the failures that the safety filters caused, which `failed` includes.
+    Latency is over succeeded generations only, in milliseconds, and None on a day without any.
+    """
+
+    day: date
+    total: int
+    failed: int
+    blocked: int
+    mean_duration_ms: float | None
+    max_duration_ms: int | None
 
 
 def check_range(start: date, end: date) -> None:
@@ -93,6 +109,44 @@ class UsageService:
                 group=tuple(row[1 : 1 + width]),
                 images=int(row[1 + width] or 0),
                 credits=int(row[2 + width] or 0),
+            )
+            for row in rows
+        ]
+
+    async def outcomes_by_day(self, start: date, end: date) -> list[OutcomeRow]:
+        """Return every account's finished generations per UTC day, for error rate and latency."""
+        check_range(start, end)
+        succeeded = Generation.status == "succeeded"
+        async with self._sessions() as session:
+            day = self._utc_day(session)
+            query = (
+                select(
+                    day,
+                    func.count(),
+                    func.sum(case((Generation.status == "failed", 1), else_=0)),
+                    func.sum(
+                        case((Generation.error_code == "content_policy_violation", 1), else_=0)
+                    ),
+                    func.avg(case((succeeded, Generation.duration_ms), else_=None)),
+                    func.max(case((succeeded, Generation.duration_ms), else_=None)),
+                )
+                .where(
+                    Generation.status.in_(["succeeded", "failed"]),
+                    Generation.created_at >= datetime.combine(start, time(), UTC),
+                    Generation.created_at < datetime.combine(end + timedelta(days=1), time(), UTC),
+                )
+                .group_by(day)
+                .order_by(day)
+            )
+            rows = (await session.execute(query)).all()
+        return [
+            OutcomeRow(
+                day=_as_date(row[0]),
+                total=int(row[1]),
+                failed=int(row[2] or 0),
+                blocked=int(row[3] or 0),
+                mean_duration_ms=float(row[4]) if row[4] is not None else None,
+                max_duration_ms=int(row[5]) if row[5] is not None else None,
             )
             for row in rows
         ]

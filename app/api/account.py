@@ -20,6 +20,7 @@ from app.api.schemas.accounts import (
     UsagePublic,
     UsageTotalPublic,
 )
+from app.container import Services
 
 router = APIRouter(tags=["account"])
 
@@ -59,7 +60,18 @@ async def get_usage(
 ) -> UsagePublic:
     """Images and credits of succeeded generations per UTC day, with each day split by key."""
     start, end = resolve_range(start, end)
-    rows = await services.usage.by_key(principal.account_id, start, end)
+    return await usage_report(services, principal.account_id, start, end, granularity)
+
+
+async def usage_report(
+    services: Services,
+    account_id: str,
+    start: date,
+    end: date,
+    granularity: Literal["day"] = "day",
+) -> UsagePublic:
+    """Build the account's usage per UTC day, for the API and the dashboard's chart."""
+    rows = await services.usage.by_key(account_id, start, end)
     per_day: dict[date, list[UsageKeyPublic]] = defaultdict(list)
     for row in rows:
         per_day[row.day].append(

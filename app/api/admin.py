@@ -28,9 +28,12 @@ async def list_accounts(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    search: Annotated[
+        str | None, Query(max_length=100, description="Part of the email address, any case.")
+    ] = None,
 ) -> AdminAccountListPublic:
     """List accounts oldest first; pass `next_cursor` for the next page."""
-    rows = list(await services.accounts.list(limit=limit + 1, cursor=cursor))
+    rows = list(await services.accounts.list(limit=limit + 1, cursor=cursor, search=search))
     has_more = len(rows) > limit
     rows = rows[:limit]
     return AdminAccountListPublic(

@@ -7,9 +7,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.accounts.keys import Principal, Scope
+from app.accounts.keys import DEFAULT_SCOPES, KeyMode, Principal, Scope
+from app.accounts.sessions import SessionAccount
 from app.container import Services
 from app.errors import AuthenticationError, PermissionDeniedError
+from app.web.deps import get_site, require_csrf
+
+# Methods that change nothing, so a cookie-authenticated call needs no CSRF token for them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_services(request: Request) -> Services:
@@ -33,15 +38,41 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def session_principal(session: SessionAccount) -> Principal:
+    """The caller behind a browser session: a live key's default scopes, `admin` for admins."""
+    scopes = {scope.value for scope in DEFAULT_SCOPES}
+    if session.role == "admin":
+        scopes.add(Scope.ADMIN.value)
+    return Principal(
+        key_id=None,
+        account_id=session.account_id,
+        mode=KeyMode.LIVE,
+        scopes=frozenset(scopes),
+        role=session.role,
+        plan=session.plan,
+    )
+
+
 async def authenticate(request: Request, services: ServicesDep) -> Principal:
+    """Authenticate an API key, or else the browser's session cookie.
+
+    A call that a cookie authenticates must carry the page's CSRF token in X-CSRF-Token
+    unless its method is safe, because a browser sends cookies with requests of other sites.
+    """
     token = bearer_token(request)
-    if token is None:
+    session = getattr(request.state, "session_account", None)
+    if token is not None:
+        principal = await services.keys.authenticate(token)
+    elif isinstance(session, SessionAccount):
+        if request.method not in SAFE_METHODS:
+            await require_csrf(request, get_site(request))
+        principal = session_principal(session)
+    else:
         raise AuthenticationError(
             "No API key was sent. Send `Authorization: Bearer <API key>`; create a key with "
-            "`visioncraft keys create --name NAME`.",
+            "`visioncraft keys create --name NAME` or on the dashboard.",
             code="missing_api_key",
         )
-    principal = await services.keys.authenticate(token)
     request.state.principal = principal
     decision = await services.limiter.check(principal)
     # Kept for the response headers, on a 429 as on any other answer.

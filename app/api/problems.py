@@ -26,6 +26,7 @@ from app.errors import (
     ImageStoreUnavailableError,
     InsufficientCreditsError,
     InvalidRequestError,
+    MailError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitedError,
@@ -53,6 +54,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UpstreamError: 502,
     UpstreamUnavailableError: 503,
     ImageStoreUnavailableError: 503,
+    MailError: 503,
     UpstreamTimeoutError: 504,
 }
 

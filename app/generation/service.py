@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -506,17 +506,26 @@ class GenerationService:
             await session.execute(delete(Image).where(Image.id == image.id))
         await self._store.delete(image.storage_key)
 
+    async def delete_account_images(self, account_id: str, *, batch_size: int = 500) -> int:
+        """Delete every image of the account, records first, then bytes; return the count."""
+        return await self._delete_images_where(
+            Image.account_id == account_id, batch_size, f"of account {account_id}"
+        )
+
     async def delete_expired_images(self, older_than: datetime, *, batch_size: int = 500) -> int:
         """Delete images created before `older_than`, records first, then bytes; return the count."""
+        return await self._delete_images_where(
+            Image.created_at < older_than, batch_size, f"created before {older_than.isoformat()}"
+        )
+
+    async def _delete_images_where(
+        self, condition: ColumnElement[bool], batch_size: int, description: str
+    ) -> int:
         deleted = 0
         while True:
             async with self._sessions.begin() as session:
                 rows = list(
-                    (
-                        await session.scalars(
-                            select(Image).where(Image.created_at < older_than).limit(batch_size)
-                        )
-                    ).all()
+                    (await session.scalars(select(Image).where(condition).limit(batch_size))).all()
                 )
                 if not rows:
                     return deleted
@@ -524,7 +533,7 @@ class GenerationService:
             for row in rows:
                 await self._store.delete(row.storage_key)
             deleted += len(rows)
-            logger.info("deleted %s images created before %s", len(rows), older_than.isoformat())
+            logger.info("deleted %s images %s", len(rows), description)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

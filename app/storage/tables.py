@@ -121,10 +121,28 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     plan: Mapped[str] = mapped_column(ForeignKey("plans.name"), default="free")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # Set when the owner followed the emailed link; accounts made by an operator start verified.
+    email_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     allowance_credits: Mapped[int] = mapped_column(Integer, default=0)
     purchased_credits: Mapped[int] = mapped_column(Integer, default=0)
     cycle_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     cycle_ends_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class BrowserSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's random token is stored."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # Refreshed at most once a minute; a session unused for the idle timeout ends.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # The absolute end, however active the session is.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class CreditLedgerEntry(Base):

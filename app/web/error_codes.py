@@ -373,6 +373,30 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         N_("Use a longer password; the detail says the minimum length."),
     ),
     ErrorCode(
+        "password_too_long",
+        "422",
+        N_("The password is longer than the service accepts."),
+        N_("Use a shorter password; the detail says the maximum length."),
+    ),
+    ErrorCode(
+        "password_too_common",
+        "422",
+        N_("The password is one that attackers try first, such as a common password."),
+        N_("Choose a longer, less predictable password, such as several unrelated words."),
+    ),
+    ErrorCode(
+        "invalid_email_link",
+        "422",
+        N_("The link from the email is invalid or was already used."),
+        N_("Ask for a new link on the page that sent it."),
+    ),
+    ErrorCode(
+        "expired_email_link",
+        "422",
+        N_("The link from the email has expired."),
+        N_("Ask for a new link on the page that sent it."),
+    ),
+    ErrorCode(
         "invalid_credits",
         "422",
         N_("The number of credits to grant is out of range."),
@@ -425,6 +449,24 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         "429",
         N_("The demo's limit of images per day from one address is reached."),
         N_("Come back after midnight UTC, or create an account."),
+    ),
+    ErrorCode(
+        "login_rate_limited",
+        "429",
+        N_("Too many log-in attempts for this email address or from this network."),
+        N_("Wait for the minutes the page names, or reset the password."),
+    ),
+    ErrorCode(
+        "mail_rate_limited",
+        "429",
+        N_("Too many mails were asked for this email address or from this network."),
+        N_("Wait an hour before asking for another link."),
+    ),
+    ErrorCode(
+        "mail_failed",
+        "503",
+        N_("The mail could not be handed to the mail server."),
+        N_("Retry later; operators check VISIONCRAFT_SMTP_URL and the log."),
     ),
     ErrorCode(
         "capacity_exceeded",

@@ -6,12 +6,13 @@ import logging
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from app.api import problems
 from app.api.clients import is_https
-from app.errors import CsrfError
+from app.errors import PermissionDeniedError
 from app.web.security import add_security_headers
+from app.web.sessions import SessionRequired
 from app.web.site import WebSite
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,17 @@ async def handle_http_exception(request: Request, error: Exception) -> Response:
     return response
 
 
-async def handle_csrf_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, CsrfError)
+async def handle_permission_error(request: Request, error: Exception) -> Response:
+    """Show a 403 page for a refused CSRF token or an admin page; programs get problem+json."""
+    assert isinstance(error, PermissionDeniedError)
     if not wants_html(request):
         return await problems.handle_service_error(request, error)
     return _error_page(request, 403, code=error.instance_code)
+
+
+async def handle_session_required(request: Request, error: Exception) -> Response:
+    assert isinstance(error, SessionRequired)
+    return RedirectResponse(error.login_url, status_code=303)
 
 
 async def handle_unexpected_error(request: Request, error: Exception) -> Response:
@@ -65,5 +72,6 @@ async def handle_unexpected_error(request: Request, error: Exception) -> Respons
 def install_page_error_handlers(app: FastAPI) -> None:
     """Register after the problem handlers, so that browsers get pages instead."""
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
-    app.add_exception_handler(CsrfError, handle_csrf_error)
+    app.add_exception_handler(PermissionDeniedError, handle_permission_error)
+    app.add_exception_handler(SessionRequired, handle_session_required)
     app.add_exception_handler(Exception, handle_unexpected_error)

@@ -16,10 +16,12 @@ from app.web.examples import EXAMPLES
 from app.web.i18n import N_
 from app.web.pricing import format_price, list_plan_prices
 from app.web.seo import product_json_ld, robots_txt, sitemap_xml
+from app.web.sessions import current_session
 
 router = APIRouter(include_in_schema=False)
 
 DEMO_ENDPOINT = "/api/v1/demo/generations"
+GENERATION_ENDPOINT = "/api/v1/images/generations"
 SEO_CACHE_CONTROL = "public, max-age=3600"
 
 # Labels of the generator's choices, translated where they are shown.
@@ -84,18 +86,28 @@ async def landing(request: Request, site: SiteDep, services: ServicesDep) -> HTM
 
 
 @router.get("/generate", response_class=HTMLResponse)
-async def generator(request: Request, site: SiteDep) -> HTMLResponse:
+async def generator(request: Request, site: SiteDep, services: ServicesDep) -> HTMLResponse:
+    """The generator: the demo route for visitors, the real one with credits when logged in."""
+    session = current_session(request)
+    endpoint, max_images, plan_name, credits = DEMO_ENDPOINT, 1, "", 0
+    if session is not None:
+        plan = await services.plans.get(session.plan)
+        endpoint, plan_name = GENERATION_ENDPOINT, plan.display_name
+        max_images = min(plan.images_per_request or MAX_IMAGES_PER_REQUEST, MAX_IMAGES_PER_REQUEST)
+        credits = (await services.credits.balance(session.account_id)).total
     return site.renderer.render(
         request,
         "generator.html",
         {
-            "endpoint": DEMO_ENDPOINT,
+            "endpoint": endpoint,
+            "plan_name": plan_name,
+            "credits": credits,
             "aspect_ratios": [
                 (ratio, ASPECT_RATIO_LABELS[ratio], PIXELS_AT_1K[ratio]) for ratio in PIXELS_AT_1K
             ],
             "default_aspect_ratio": DEFAULT_ASPECT_RATIO,
             "style_labels": STYLE_LABELS,
-            "max_images": MAX_IMAGES_PER_REQUEST,
+            "max_images": max_images,
             "max_prompt_chars": MAX_PROMPT_CHARS,
             "max_negative_prompt_chars": MAX_NEGATIVE_PROMPT_CHARS,
         },
@@ -148,12 +160,6 @@ async def commerce(request: Request, site: SiteDep) -> HTMLResponse:
         for name in SELLER_SETTINGS
     ]
     return site.renderer.render(request, "commerce.html", {"rows": rows})
-
-
-@router.get("/signup", response_class=HTMLResponse)
-async def signup(request: Request, site: SiteDep) -> HTMLResponse:
-    # TODO: replace with the sign-up form once accounts can sign up on the web.
-    return site.renderer.render(request, "signup_soon.html")
 
 
 @router.get("/robots.txt", response_class=PlainTextResponse)

@@ -11,8 +11,12 @@ from app.accounts.plans import PlanCatalog
 
 @dataclass(frozen=True)
 class PlanPrice:
-    """One plan as the pricing section shows it; `price` is tax-inclusive, in `currency`."""
+    """One plan as the pricing section shows it; `price` is tax-inclusive, in `currency`.
 
+    `name` is the display name and `plan` the plan's id, which checkout requests carry.
+    """
+
+    plan: str
     name: str
     price: int
     credits: int | None
@@ -39,6 +43,7 @@ async def list_plan_prices(plans: PlanCatalog, currency: str) -> list[PlanPrice]
     return sorted(
         (
             PlanPrice(
+                plan=plan.name,
                 name=plan.display_name,
                 price=plan.price,
                 credits=plan.monthly_credits,

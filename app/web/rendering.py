@@ -66,8 +66,8 @@ def request_locale(request: Request) -> LocaleChoice:
 def browser_session_id(request: Request) -> str:
     """Return the id of the signed-in browser session, or "" for a visitor without one.
 
-    NOTE: there are no user sessions yet; the session middleware will set
-    `request.state.session_id`, which binds every CSRF token to that session.
+    BrowserSessionMiddleware sets `request.state.session_id`, which binds every CSRF token to
+    that session, so a token issued before log-in is refused after it.
     """
     session_id = getattr(request.state, "session_id", "")
     return session_id if isinstance(session_id, str) else ""
@@ -124,6 +124,7 @@ class PageRenderer:
             "default_url": self.page_url(path),
             "base_url": self.public_base_url,
             "csrf_token": self.csrf.issue(cookie_value, browser_session_id(request)),
+            "viewer": getattr(request.state, "session_account", None),
             **(values or {}),
         }
         html = self.environments[choice.locale].get_template(template).render(context)

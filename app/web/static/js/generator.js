@@ -14,15 +14,7 @@
   const summary = document.getElementById("results-summary");
   const gallery = document.getElementById("gallery");
   const messages = form.dataset;
-
-  // Fill {name} placeholders of a translated message.
-  const format = (message, values) =>
-    message.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
-
-  const csrfToken = () => {
-    const meta = document.querySelector('meta[name="csrf-token"]');
-    return meta ? meta.content : "";
-  };
+  const { format, csrfToken, element } = window.visioncraftApi;
 
   const requestBody = () => {
     const data = new FormData(form);
@@ -47,17 +39,6 @@
     status.hidden = !busy;
     button.disabled = busy;
     form.setAttribute("aria-busy", String(busy));
-  };
-
-  const element = (tag, className, text) => {
-    const node = document.createElement(tag);
-    if (className) {
-      node.className = className;
-    }
-    if (text !== undefined) {
-      node.textContent = text;
-    }
-    return node;
   };
 
   const showProblem = (problem, retryAfter) => {

@@ -1,0 +1,138 @@
+// The admin dashboard: charts of usage, errors and latency; revenue and health from their routes.
+"use strict";
+
+(() => {
+  const root = document.getElementById("admin");
+  if (!root) {
+    return;
+  }
+  const api = window.visioncraftApi;
+  const messages = root.dataset;
+  const charts = JSON.parse(document.getElementById("admin-charts").textContent);
+
+  const chart = (id, config) => {
+    const canvas = document.getElementById(id);
+    if (window.Chart && canvas) {
+      config.options = { animation: false, maintainAspectRatio: false, ...(config.options || {}) };
+      new window.Chart(canvas, config);
+    }
+  };
+
+  const drawUsage = () => {
+    const groups = [...new Set(charts.usage.map((row) => row.group))];
+    chart("usage-chart", {
+      type: "bar",
+      data: {
+        labels: charts.days.map((day) => day.slice(5)),
+        datasets: groups.map((group) => ({
+          label: group,
+          data: charts.days.map((day) =>
+            charts.usage.filter((row) => row.group === group && row.date === day).reduce((sum, row) => sum + row.images, 0),
+          ),
+        })),
+      },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } } },
+    });
+  };
+
+  const drawOutcomes = () => {
+    const byDay = new Map(charts.outcomes.map((row) => [row.date, row]));
+    chart("outcomes-chart", {
+      type: "line",
+      data: {
+        labels: charts.days.map((day) => day.slice(5)),
+        datasets: [
+          {
+            label: messages.messageErrorRate,
+            yAxisID: "rate",
+            data: charts.days.map((day) => (byDay.has(day) ? 100 * byDay.get(day).error_rate : null)),
+          },
+          {
+            label: messages.messageLatency,
+            yAxisID: "latency",
+            data: charts.days.map((day) => (byDay.has(day) ? byDay.get(day).mean_duration_ms : null)),
+          },
+        ],
+      },
+      options: {
+        spanGaps: true,
+        scales: {
+          rate: { position: "left", beginAtZero: true, suggestedMax: 10 },
+          latency: { position: "right", beginAtZero: true, grid: { drawOnChartArea: false } },
+        },
+      },
+    });
+  };
+
+  const unavailable = (result) => result.status === 404 || result.status === 503;
+
+  // NOTE: written against the announced shape of the revenue route: `currency`, MRR by plan,
+  // counts of active and past-due subscriptions, and a per-day `series`. Top-level values are
+  // listed as they come, so a renamed field still shows.
+  const showRevenue = async () => {
+    const status = document.getElementById("revenue-status");
+    const result = await api.call("GET", "/api/v1/admin/revenue");
+    if (unavailable(result)) {
+      status.textContent = result.status === 404 ? messages.messageRevenueMissing : messages.messageRevenueOff;
+      return;
+    }
+    if (!result.ok) {
+      status.textContent = messages.messageFailed;
+      return;
+    }
+    status.textContent = "";
+    const summary = document.getElementById("revenue-summary");
+    const body = result.body;
+    for (const [name, value] of Object.entries(body)) {
+      if (typeof value === "number" || typeof value === "string") {
+        addDetail(summary, name, value);
+      } else if (value && typeof value === "object" && !Array.isArray(value)) {
+        addDetail(summary, name, Object.entries(value).map(([key, item]) => `${key}: ${item}`).join(", "));
+      }
+    }
+    summary.hidden = false;
+    const series = body.series || body.days || body.data;
+    if (Array.isArray(series) && series.length > 0) {
+      document.getElementById("revenue-box").hidden = false;
+      const fields = Object.keys(series[0]).filter((key) => typeof series[0][key] === "number");
+      chart("revenue-chart", {
+        type: "line",
+        data: {
+          labels: series.map((point) => String(point.date || point.day || "").slice(5)),
+          datasets: fields.map((field) => ({ label: field, data: series.map((point) => point[field]) })),
+        },
+      });
+    }
+  };
+
+  const addDetail = (list, name, value) => {
+    const row = api.element("div");
+    row.append(api.element("dt", "", name), api.element("dd", "", String(value)));
+    list.append(row);
+  };
+
+  const showHealth = async () => {
+    const status = document.getElementById("health-status");
+    const result = await api.call("GET", "/api/v1/monitoring/health");
+    if (result.status === 404) {
+      status.textContent = messages.messageHealthMissing;
+      return;
+    }
+    const body = result.body || {};
+    status.textContent = api.format(messages.messageStatus, { status: body.status || result.status });
+    const checks = body.checks || body.components || {};
+    const list = document.getElementById("health-checks");
+    const entries = Array.isArray(checks) ? checks.map((check) => [check.name, check]) : Object.entries(checks);
+    for (const [name, check] of entries) {
+      const state = typeof check === "string" ? check : check.status;
+      const detail = typeof check === "object" && check.detail ? ` (${check.detail})` : "";
+      list.append(api.element("li", `check check-${state}`, `${name}: ${state}${detail}`));
+    }
+    list.hidden = entries.length === 0;
+  };
+
+  drawUsage();
+  drawOutcomes();
+  showRevenue();
+  showHealth();
+})();
