@@ -32,6 +32,7 @@ from app.storage.tables import Plan
 from fakes.gcs_api import FakeCloudStorage
 from fakes.gemini_api import FakeGeminiAPI
 from fakes.otlp_receiver import OtlpReceiver
+from telemetry.logs import QUIET_HTTP_CLIENT_LOGGERS
 
 TEST_DATABASE_URL_VARIABLE = "VISIONCRAFT_TEST_DATABASE_URL"
 TEST_REDIS_URL_VARIABLE = "VISIONCRAFT_TEST_REDIS_URL"
@@ -376,7 +377,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     access_disabled = logging.getLogger("uvicorn.access").disabled
-    client_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpx2")}
+    client_levels = {name: logging.getLogger(name).level for name in QUIET_HTTP_CLIENT_LOGGERS}
     try:
         yield
     finally:

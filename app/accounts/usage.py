@@ -68,7 +68,7 @@ class UsageService:
     ) -> list[UsageRow]:
         check_range(start, end)
         async with self._sessions() as session:
-            day = self._utc_day(session)
+            day = utc_day(session, Generation.created_at)
             query = (
                 select(
                     day,
@@ -89,7 +89,7 @@ class UsageService:
         width = len(columns)
         return [
             UsageRow(
-                day=_as_date(row[0]),
+                day=as_date(row[0]),
                 group=tuple(row[1 : 1 + width]),
                 images=int(row[1 + width] or 0),
                 credits=int(row[2 + width] or 0),
@@ -97,13 +97,15 @@ class UsageService:
             for row in rows
         ]
 
-    @staticmethod
-    def _utc_day(session: AsyncSession) -> ColumnElement[Any]:
-        # SQLite stores naive UTC text; PostgreSQL converts timestamptz by the session time zone.
-        if session.get_bind().dialect.name == "postgresql":
-            return func.date(func.timezone("UTC", Generation.created_at))
-        return func.date(Generation.created_at)
+
+def utc_day(session: AsyncSession, column: Any) -> ColumnElement[Any]:
+    """Return an SQL expression for the UTC day of the timestamp `column`."""
+    # SQLite stores naive UTC text; PostgreSQL converts timestamptz by the session time zone.
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)
 
 
-def _as_date(value: date | str) -> date:
+def as_date(value: date | str) -> date:
+    """Return a day that SQLite returns as ISO text, or PostgreSQL as a date."""
     return value if isinstance(value, date) else date.fromisoformat(value)
