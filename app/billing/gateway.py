@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,17 @@ class TracedHttpxClient(stripe.HTTPXClient):
         # client that the base class made, which has not opened a connection yet.
         self._unused_client = self._client_async
         self._client_async = httpx.AsyncClient(transport=transport)
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> list[Any]:
+        # stripe 16.1 hands its form-encoded body to httpx as `data`, which httpx deprecates
+        # for text; `content` sends the same bytes without the DeprecationWarning.
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data", None)
+        if body:
+            kwargs["content"] = body
+        return [args, kwargs]
 
     async def close_async(self) -> None:
         await self._unused_client.aclose()
