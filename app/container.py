@@ -107,7 +107,7 @@ def build_billing(
     tracer_provider: TracerProvider,
     account_metrics: AccountMetrics,
 ) -> BillingService:
-    """Build billing; with a Stripe setting unset it is off and answers 503 naming it."""
+    """Build billing. With a Stripe setting unset, billing is off and raises a 503 naming it."""
     public_base_url = settings.resolved_public_base_url
     missing = settings.missing_billing_settings
     if missing or settings.stripe_secret_key is None or settings.stripe_webhook_secret is None:

@@ -171,7 +171,7 @@ class BillingNotConfiguredError(BillingUnavailableError):
 
 
 class WebhookRejectedError(ServiceError):
-    """A webhook request whose signature or body could not be verified; Stripe sees a 400."""
+    """A webhook request whose signature or body could not be verified (400)."""
 
     code = "invalid_signature"
     title = "Webhook rejected"

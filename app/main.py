@@ -146,6 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     app.state.demo_account_id = (await services.accounts.ensure_demo_account()).id
     await release_stale_reservations(services)
+
     if not services.billing.is_configured:
         logger.info(
             "billing is off: set %s to turn it on",

@@ -1,8 +1,8 @@
 """Stripe webhooks against the real SDK and a fake Stripe API, on SQLite and PostgreSQL.
 
 Every delivery is repeated, several arrive out of order, one comes from 20 threads at once;
-after each case the ledger, the balances and the plan must be exactly right, and no request
-may be answered 500.
+after each case the ledger, the balances and the plan must be exactly right, and no response
+may be a 500.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from billing_support import (
 )
 from conftest import LiveServer, free_port
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from app.container import Services
@@ -408,3 +409,46 @@ def spend_credits(harness: BillingHarness, credits: int) -> None:
         assert await services.credits.use(reservation)
 
     with_services(harness.settings, spend)
+
+
+def _samples(harness: BillingHarness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = harness.client.get("/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_billing_metrics_count_events(billing: BillingHarness) -> None:
+    _, _, invoice = billing.subscribe("pro")
+    rejected = sign(event("invoice.paid", invoice), secret="whsec_other")
+    before = _samples(billing)
+
+    billing.deliver(event("invoice.paid", invoice), times=2)
+    billing.post_signed(rejected)
+    after = _samples(billing)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    paid = {"type": "invoice.paid"}
+    assert delta("visioncraft_billing_webhook_events_total", **paid, outcome="processed") == 1
+    assert delta("visioncraft_billing_webhook_events_total", **paid, outcome="duplicate") == 1
+    assert delta("visioncraft_billing_webhook_rejections_total", reason="invalid_signature") == 1
+    assert delta("visioncraft_billing_payments_total", kind="subscription", outcome="paid") == 1
+    assert delta("visioncraft_billing_revenue_total", kind="subscription") == 2980
+    assert delta("visioncraft_credits_granted_total", kind="allowance") == 1000
+    assert after[("visioncraft_billing_mrr", (("plan", "pro"),))] >= 2980
+    assert ("visioncraft_billing_subscriptions", (("plan", "pro"), ("status", "active"))) in after
+
+
+def test_webhook_body_may_exceed_json_limit(billing: BillingHarness) -> None:
+    session = billing.pay_pack("small")
+    large = event("checkout.session.completed", {**session, "padding": "x" * 100_000})
+
+    response = billing.deliver(large)[0]
+
+    assert response.status_code == 200
+    assert billing.account()["balance"]["purchased"] == 100

@@ -557,14 +557,14 @@ def stale_cutoff(now: datetime, *, request_timeout_s: float, margin_s: float) ->
     return now - timedelta(seconds=request_timeout_s + margin_s)
 
 
-# Changes made inside the caller's transaction, for billing: the caller locks the account row
-# with `lock_account` first, so the balances read here cannot change before the commit, and
-# the ledger entries commit or roll back together with the caller's own rows.
+# Changes made inside the caller's transaction, for billing. The caller locks the account row
+# with `lock_account` first, so the balances read here cannot change before the commit. The
+# ledger entries commit or roll back together with the caller's own rows.
 
 
 @dataclass(frozen=True)
 class AllowanceChange:
-    """What a renewal or plan change did: the allowance that expired and the one granted."""
+    """The result of a renewal or plan change: the allowance that expired and the one granted."""
 
     expired: int
     granted: int

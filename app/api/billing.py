@@ -53,7 +53,7 @@ async def create_portal(
 
 @router.get("/subscription", response_model=SubscriptionPublic)
 async def get_subscription(principal: PrincipalDep, services: ServicesDep) -> SubscriptionPublic:
-    """The caller's plan and subscription status; answers also when billing is off."""
+    """Return the caller's plan and subscription status, also when billing is off."""
     status = await services.billing.subscription(principal.account_id)
     period_end = status.current_period_end
     return SubscriptionPublic(

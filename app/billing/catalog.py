@@ -124,7 +124,7 @@ def item_name_of(price: dict[str, Any], kind: ItemKind) -> str | None:
 
 @dataclass(frozen=True)
 class SyncOutcome:
-    """What the sync did for one item: `created`, `unchanged`, `replaced` or `archived`."""
+    """The sync's result for one item: `created`, `unchanged`, `replaced` or `archived`."""
 
     item: CatalogItem
     action: str

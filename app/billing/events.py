@@ -15,7 +15,7 @@ moment. So:
    pack states only move forward (pending, then paid or failed, then refunded), and refunds
    compare the cumulative amount refunded.
 
-A failure rolls the transaction back, marks the event `failed` and answers 503, so Stripe
+A failure rolls the transaction back, marks the event `failed` and returns 503, so Stripe
 delivers it again later.
 """
 
@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 
 # Subscriptions in these statuses are over: their plan no longer applies.
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired"})
-# Checkout says `paid` once the money is there; `no_payment_required` for a free session.
+# Checkout sets `paid` once the money is there, and `no_payment_required` on a free session.
 PAID_STATUSES = frozenset({"paid", "no_payment_required"})
 MONTHS_PER_INTERVAL = {"day": 12 / 365, "week": 12 / 52, "month": 1.0, "year": 12.0}
 MAX_ERROR_CHARS = 300
@@ -85,7 +85,7 @@ class RetryLaterError(Exception):
 
 @dataclass
 class Effects:
-    """What a transaction changed, recorded in metrics only after it commits."""
+    """Changes made by one transaction, recorded in metrics only after it commits."""
 
     payments: list[tuple[str, str, int]] = field(default_factory=list)  # kind, outcome, amount
     packs_sold: list[str] = field(default_factory=list)
@@ -485,6 +485,10 @@ class EventProcessor:
         The row stays locked until the transaction ends, so events of one subscription apply
         Stripe's state in the order in which it was read. When the subscription has just
         ended, the account goes back to the free plan.
+
+        NOTE: the lock is held during the call to Stripe (up to STRIPE_TIMEOUT_S per attempt).
+        On PostgreSQL that delays only events of the same subscription; SQLite has one writer,
+        so there every other write waits for the call too.
         """
         await insert_if_absent(
             session,
@@ -631,17 +635,8 @@ class EventProcessor:
             return purchase  # states only move forward, so a late event changes nothing
         if failed:
             purchase.status = "failed"
-            await self._record_payment(
-                session,
-                effects,
-                reference=f"{purchase.id}/failed",
-                account_id=purchase.account_id,
-                kind="pack",
-                item=purchase.pack,
-                outcome="failed",
-                amount=purchase.amount,
-                currency=purchase.currency,
-                occurred_at=occurred_at,
+            await self._record_pack_payment(
+                session, effects, purchase, outcome="failed", occurred_at=occurred_at
             )
             return purchase
         if checkout.get("payment_status") not in PAID_STATUSES:
@@ -659,19 +654,33 @@ class EventProcessor:
         purchase.updated_at = utc_now()
         effects.pack_credits += purchase.credits
         effects.packs_sold.append(purchase.pack)
+        await self._record_pack_payment(
+            session, effects, purchase, outcome="paid", occurred_at=occurred_at
+        )
+        return purchase
+
+    async def _record_pack_payment(
+        self,
+        session: AsyncSession,
+        effects: Effects,
+        purchase: PackPurchase,
+        *,
+        outcome: str,
+        occurred_at: datetime,
+    ) -> None:
+        """Record the pack's payment or failed payment, once per checkout session."""
         await self._record_payment(
             session,
             effects,
-            reference=purchase.id,
+            reference=purchase.id if outcome == "paid" else f"{purchase.id}/{outcome}",
             account_id=purchase.account_id,
             kind="pack",
             item=purchase.pack,
-            outcome="paid",
+            outcome=outcome,
             amount=purchase.amount,
             currency=purchase.currency,
             occurred_at=occurred_at,
         )
-        return purchase
 
     async def _pack_of_payment(
         self, session: AsyncSession, payment_intent_id: str | None, effects: Effects

@@ -1,9 +1,9 @@
 """The Stripe API as billing uses it: the stripe SDK's client, with spans, as plain dicts.
 
-Every call goes through `StripeGateway`, which uses the SDK's async methods (over httpx, so a
-call never blocks the event loop), gives each HTTP request a client span under the current
-span, remembers the outcome of the last call for the health check, and turns the SDK's errors
-into domain errors. Results are plain dicts (`StripeObject.to_dict()`), so the rest of billing
+Every call goes through `StripeGateway`. It uses the SDK's async methods over httpx, so a call
+never blocks the event loop, and gives each HTTP request a client span under the current span.
+It keeps the outcome of the last call for the health check and turns the SDK's errors into
+domain errors. Results are plain dicts (`StripeObject.to_dict()`), so the rest of billing
 reads Stripe objects by their documented field names.
 """
 
@@ -25,7 +25,7 @@ from telemetry.http_client import TracingTransport
 logger = logging.getLogger(__name__)
 
 STRIPE_TIMEOUT_S = 20.0
-# The SDK retries connection failures, 409s and 5xx answers, reusing one idempotency key.
+# The SDK retries connection failures, 409s and 5xx responses, reusing one idempotency key.
 STRIPE_MAX_NETWORK_RETRIES = 2
 # Stripe filters prices by at most this many lookup keys per list request.
 LOOKUP_KEYS_PER_REQUEST = 10
@@ -39,8 +39,8 @@ class TracedHttpxClient(stripe.HTTPXClient):
         super().__init__(timeout=timeout_s)
         verify = ssl.create_default_context(cafile=stripe.ca_bundle_path)
         transport = TracingTransport(httpx.AsyncHTTPTransport(verify=verify), tracer_provider)
-        # The SDK keeps its async client in `_client_async` (stripe 16.x); this replaces the
-        # client that the base class made, which has not opened a connection yet.
+        # The SDK keeps its async client in `_client_async` (stripe 16.x). This replaces the
+        # base class's client before it has opened any connection.
         self._unused_client = self._client_async
         self._client_async = httpx.AsyncClient(transport=transport)
 
@@ -187,7 +187,7 @@ class StripeGateway:
         try:
             result = await call
         except stripe.StripeError as error:
-            # A 404 is an answer, so it says nothing against Stripe's health.
+            # A 404 means that Stripe responded, so it counts as a healthy call.
             self._record("success" if error.http_status == 404 else type(error).__name__)
             raise self._translate(operation, error) from None
         self._record("success")
@@ -236,7 +236,7 @@ class StripeGateway:
 
 
 class _MissingObjectError(BillingUnavailableError):
-    """Stripe answered 404 for the object that `operation` asked for."""
+    """Stripe returned 404 for the object that `operation` requested."""
 
     def __init__(self, operation: str) -> None:
         super().__init__(

@@ -1,4 +1,4 @@
-"""The billing health check: is billing configured, does Stripe answer, do webhooks arrive.
+"""The billing health check: is billing configured, does Stripe respond, do webhooks arrive.
 
 It returns a plain result in the shape of the draft IETF health check format (status `pass`,
 `warn` or `fail`, observed values and an output sentence), for the app's health checker.

@@ -1,9 +1,9 @@
 """Metrics of billing: webhooks, payments, packs, refunds, and MRR and subscriptions as gauges.
 
-Counters count what this process handled; every event is handled once across all replicas, so
-their sum over replicas is exact. The gauges describe the whole database and read a snapshot
-that the app refreshes every minute and after each processed event, because a metric
-callback cannot query the database; every replica reports the same value (use `max`).
+Counters count what this process handled. Every event is handled once across all replicas, so
+their sum over replicas is exact. The gauges describe the whole database. A metric callback
+cannot query the database, so they read a snapshot that the app refreshes every minute and
+after each processed event. Every replica reports the same value, so aggregate with `max`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class BillingMetrics:
         self.webhook_rejections = meter.create_counter(
             "visioncraft.billing.webhook.rejections",
             unit="{request}",
-            description="Webhook requests answered 400, by reason (missing, malformed, invalid "
-            "or stale signature, invalid payload).",
+            description="Webhook requests rejected with 400, by reason (missing, malformed, "
+            "invalid or stale signature, invalid payload).",
         )
         self.payments = meter.create_counter(
             "visioncraft.billing.payments",

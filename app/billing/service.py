@@ -204,7 +204,7 @@ class BillingService:
         return pack_item(packs[pack], self._currency)
 
     async def _price_of(self, item: CatalogItem) -> str:
-        """Return the id of the Stripe price that sells `item` at the price our table says."""
+        """Return the id of the Stripe price that sells `item` at the price in our table."""
         assert self.gateway is not None
         price = (await self.gateway.prices_by_lookup_key([item.lookup_key])).get(item.lookup_key)
         if price is None or not item.matches(price):

@@ -20,7 +20,7 @@ SIGNATURE_TOLERANCE_S = stripe.Webhook.DEFAULT_TOLERANCE
 def verify_event(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
     """Return the event that the signed `payload` carries, or raise WebhookRejectedError (400).
 
-    The error's code says why: missing_signature, malformed_signature, invalid_signature,
+    The error's code names the reason: missing_signature, malformed_signature, invalid_signature,
     stale_signature or invalid_payload.
     """
     if not signature:

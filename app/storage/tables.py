@@ -287,7 +287,7 @@ class StripeEvent(Base):
     """A verified Stripe webhook event, stored before it is processed so that it counts once.
 
     `status` is `received`, then `processed` or `ignored` (a type we do not handle), or
-    `failed` when processing raised; a failed event is processed again when Stripe retries it.
+    `failed` when processing raised. A failed event is processed again when Stripe retries it.
     """
 
     __tablename__ = "stripe_events"

@@ -1,7 +1,7 @@
 """A fake of the Stripe API, for tests of the real stripe SDK, and helpers to build events.
 
 `FakeStripeAPI` serves on 127.0.0.1, from a background thread, the requests that billing sends
-with stripe 16.x (form-encoded bodies and queries with `a[b]` and `a[0]` keys, JSON answers):
+with stripe 16.x (form-encoded bodies and queries with `a[b]` and `a[0]` keys, JSON responses):
 
 - `POST /v1/customers`;
 - `GET /v1/products/{id}`, `POST /v1/products`, `POST /v1/products/{id}`;
@@ -196,7 +196,7 @@ class FakeStripeAPI:
     # What tests use.
 
     def put(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store an object as Stripe holds it now, for later re-reads."""
+        """Store an object in the state that Stripe has now, for later re-reads."""
         with self._lock:
             self.objects[kind][obj["id"]] = copy.deepcopy(obj)
         return obj
@@ -206,7 +206,7 @@ class FakeStripeAPI:
             return copy.deepcopy(self.objects[kind][object_id])
 
     def fail_next(self, path_prefix: str, status: int = 500, *, should_retry: bool = False) -> None:
-        """Answer the next request under `path_prefix` with a Stripe API error."""
+        """Fail the next request under `path_prefix` with a Stripe API error."""
         body = {"error": {"type": "api_error", "message": "An unknown error occurred."}}
         with self._lock:
             self._failures.append(Failure(path_prefix, status, body, should_retry))
