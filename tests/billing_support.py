@@ -111,12 +111,15 @@ class BillingHarness:
         return self.fake.put("checkout/sessions", session)
 
     def subscribe(
-        self, plan: str, *, status: str = "active", period_days: int = 30
+        self, plan: str, *, status: str = "active", period_days: int = 30, started_days_ago: int = 0
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """Check out a plan; return the completed session, its subscription and first invoice."""
+        """Check out a plan; return the completed session, its subscription and first invoice.
+
+        The billing period starts `started_days_ago` days ago and lasts `period_days` days.
+        """
         session = self.checkout(plan=plan)
         price = self.fake.get("prices", session["line_items"][0]["price"])
-        now = int(time.time())
+        now = int(time.time()) - started_days_ago * DAY_S
         subscription = subscription_object(
             session, price, status=status, period_start=now, period_end=now + period_days * DAY_S
         )

@@ -1,7 +1,7 @@
 """Stripe webhooks against the real SDK and a fake Stripe API, on SQLite and PostgreSQL.
 
-Every delivery is repeated, several arrive out of order, one comes from 20 threads at once;
-after each case the ledger, the balances and the plan must be exactly right, and no response
+Every delivery is repeated, several arrive out of order, and one comes from 20 threads at once.
+After each case the ledger, the balances and the plan must be exactly right, and no response
 may be a 500.
 """
 
@@ -452,3 +452,34 @@ def test_webhook_body_may_exceed_json_limit(billing: BillingHarness) -> None:
 
     assert response.status_code == 200
     assert billing.account()["balance"]["purchased"] == 100
+
+
+def test_plan_change_grants_rest_of_period(billing: BillingHarness) -> None:
+    _, subscription, invoice = billing.subscribe("pro", started_days_ago=15, period_days=30)
+    billing.deliver(event("invoice.paid", invoice))
+    item = subscription["items"]["data"][0]
+    enterprise = billing.fake.active_prices()
+    price = next(p for p in enterprise if p["lookup_key"] == "visioncraft_plan_enterprise")
+    changed = billing.set_subscription(
+        subscription, items={"object": "list", "data": [{**item, "price": price}]}
+    )
+    now, end = int(time.time()), item["current_period_end"]
+    upgrade = invoice_object(
+        changed,
+        amount=13410,
+        period_start=now,
+        period_end=end,
+        billing_reason="subscription_update",
+    )
+
+    billing.deliver(event("invoice.paid", upgrade), times=REPEATS)
+
+    account = billing.account()
+    assert account["plan"]["name"] == "enterprise"
+    # Half of the 30-day period is left, so half of enterprise's 15,000 monthly credits.
+    assert account["balance"]["allowance"] == 7500
+    assert [(kind, amount) for kind, amount, *_ in billing.ledger()][-2:] == [
+        ("expiry", -1000),
+        ("allowance", 7500),
+    ]
+    billing.assert_ledger_matches_balances()

@@ -441,7 +441,8 @@ class EventProcessor:
                 session, hint=None, customer_id=id_of(charge.get("customer"))
             )
         kind = "pack" if purchase is not None else "other"
-        # One row per charge holds the cumulative amount refunded, so each refund event adds
+
+        # One row per charge contains the cumulative amount refunded, so each refund event adds
         # only what is new, in whatever order partial refunds arrive.
         reference = f"{charge['id']}/refund"
         await insert_if_absent(
@@ -462,6 +463,7 @@ class EventProcessor:
             select(BillingPayment).where(BillingPayment.reference == reference).with_for_update()
         )
         assert payment is not None
+
         refunded = int(charge.get("amount_refunded") or 0)
         if refunded <= payment.amount:
             return
@@ -480,7 +482,7 @@ class EventProcessor:
         account_hint: str | None,
         effects: Effects,
     ) -> tuple[BillingSubscription, SubscriptionState]:
-        """Lock our row of the subscription, re-read it from Stripe and store what it says.
+        """Lock our row of the subscription, re-read it from Stripe and store Stripe's state.
 
         The row stays locked until the transaction ends, so events of one subscription apply
         Stripe's state in the order in which it was read. When the subscription has just
@@ -726,6 +728,7 @@ class EventProcessor:
         else:
             target = purchase.credits * refunded // purchase.amount
         wanted = target - purchase.credits_taken_back - purchase.credits_short
+
         purchase.status = "refunded"
         purchase.refunded_amount = max(purchase.refunded_amount, refunded)
         purchase.updated_at = utc_now()
