@@ -1,4 +1,4 @@
-"""The `visioncraft` command: serve, migrate, manage keys, and generate images locally."""
+"""The `visioncraft` command: serve, migrate, manage keys, sync Stripe, generate images locally."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from app.accounts.credits import MAX_GRANT_CREDITS
 from app.accounts.keys import KeyMode, describe_key
 from app.api.schemas.images import ImageGenerationCreate
+from app.billing.catalog import is_sellable_plan, pack_item, plan_item, sync_catalog
 from app.container import Services, build_backends, build_services
 from app.errors import ServiceError
 from app.generation.backend import ImageSpec
@@ -200,6 +201,26 @@ async def command_credits_grant(settings: Settings, args: argparse.Namespace) ->
     )
 
 
+async def command_stripe_sync(settings: Settings, args: argparse.Namespace) -> None:
+    async with open_services(settings) as services:
+        gateway = services.billing.gateway
+        if gateway is None:
+            raise CommandError(
+                f"billing is not configured: set {' and '.join(services.billing.missing_settings)}"
+            )
+        currency = settings.currency
+        plans = await services.plans.list()
+        items = [plan_item(plan, currency) for plan in plans if is_sellable_plan(plan)]
+        items += [pack_item(pack, currency) for pack in await services.plans.packs()]
+        # Plans that are no longer sold lose their price; subscriptions on it keep running.
+        retired = [plan_item(plan, currency) for plan in plans if not is_sellable_plan(plan)]
+        outcomes = await sync_catalog(gateway, items, retired)
+    for outcome in outcomes:
+        print(outcome.describe())
+    changed = sum(outcome.action != "unchanged" for outcome in outcomes)
+    print(f"Stripe is in sync: {changed} of {len(outcomes)} prices changed.")
+
+
 async def command_generate(settings: Settings, args: argparse.Namespace) -> None:
     backend_name = settings.resolved_backend.value
     backend = build_backends(settings)[backend_name]
@@ -361,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("credits", metavar="N", type=_credits, help="Credits to add, 1 or more.")
     grant.add_argument("--reason", required=True, help="Why; kept in the credit ledger.")
 
+    stripe = commands.add_parser("stripe", help="Set up Stripe billing.")
+    stripe_commands = stripe.add_subparsers(dest="stripe_command", required=True, metavar="ACTION")
+    stripe_commands.add_parser(
+        "sync",
+        help="Create or update the Stripe products and prices of the paid plans and credit "
+        "packs; safe to run again.",
+    )
+
     generate = commands.add_parser("generate", help="Generate images locally, without the server.")
     generate.add_argument("prompt", metavar="PROMPT")
     generate.add_argument(
@@ -415,6 +444,7 @@ ASYNC_COMMANDS = {
     ("accounts", "set-plan"): command_accounts_set_plan,
     ("accounts", "set-password"): command_accounts_set_password,
     ("credits", "grant"): command_credits_grant,
+    ("stripe", "sync"): command_stripe_sync,
     ("generate", None): command_generate,
 }
 

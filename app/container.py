@@ -19,6 +19,11 @@ from app.accounts.ratelimit import DemoLimits, RequestLimiter, WebLimits
 from app.accounts.service import AccountService
 from app.accounts.sessions import BrowserSessionService
 from app.accounts.usage import UsageService
+from app.billing.events import EventProcessor
+from app.billing.gateway import StripeGateway
+from app.billing.metrics import BillingMetrics
+from app.billing.revenue import RevenueService
+from app.billing.service import BillingConfig, BillingService
 from app.contact.service import ContactService
 from app.generation.backend import ImageBackend
 from app.generation.demo import DemoBackend
@@ -54,8 +59,11 @@ class Services:
     browser_sessions: BrowserSessionService
     email_tokens: EmailTokenSigner
     mailer: Mailer
+    billing: BillingService
+    revenue: RevenueService
 
     async def aclose(self) -> None:
+        await self.billing.aclose()
         await self.generation.aclose()
         await self.store.aclose()
         await self.limit_store.aclose()
@@ -100,6 +108,55 @@ def build_limit_store(settings: Settings) -> LimitStore:
     if settings.redis_url is None:
         return MemoryLimitStore()
     return RedisLimitStore(settings.redis_url.get_secret_value(), prefix=settings.redis_key_prefix)
+
+
+def build_billing(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    plans: PlanCatalog,
+    revenue: RevenueService,
+    *,
+    meter_provider: MeterProvider,
+    tracer_provider: TracerProvider,
+    account_metrics: AccountMetrics,
+) -> BillingService:
+    """Build billing. With a Stripe setting unset, billing is off and raises a 503 naming it."""
+    public_base_url = settings.resolved_public_base_url
+    missing = settings.missing_billing_settings
+    if missing or settings.stripe_secret_key is None or settings.stripe_webhook_secret is None:
+        return BillingService(
+            sessions,
+            plans,
+            public_base_url=public_base_url,
+            currency=settings.currency,
+            missing_settings=missing,
+        )
+    gateway = StripeGateway(
+        settings.stripe_secret_key.get_secret_value(),
+        tracer_provider=tracer_provider,
+        api_base=settings.stripe_api_base,
+    )
+    metrics = BillingMetrics(meter_provider, currency=settings.currency)
+    processor = EventProcessor(
+        sessions,
+        gateway,
+        plans,
+        revenue,
+        metrics=metrics,
+        account_metrics=account_metrics,
+        currency=settings.currency,
+    )
+    return BillingService(
+        sessions,
+        plans,
+        public_base_url=public_base_url,
+        currency=settings.currency,
+        missing_settings=missing,
+        config=BillingConfig(webhook_secret=settings.stripe_webhook_secret.get_secret_value()),
+        gateway=gateway,
+        processor=processor,
+        metrics=metrics,
+    )
 
 
 def build_services(
@@ -159,6 +216,16 @@ def build_services(
             image_costs_usd=settings.upstream_cost_per_image_usd,
         ),
     )
+    revenue = RevenueService(sessions)
+    billing = build_billing(
+        settings,
+        sessions,
+        plans,
+        revenue,
+        meter_provider=meter_provider,
+        tracer_provider=tracer_provider,
+        account_metrics=account_metrics,
+    )
     return Services(
         settings=settings,
         meter_provider=meter_provider,
@@ -192,4 +259,6 @@ def build_services(
         ),
         email_tokens=EmailTokenSigner(settings.resolved_secret_key),
         mailer=build_mailer(settings),
+        billing=billing,
+        revenue=revenue,
     )

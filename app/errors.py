@@ -154,3 +154,34 @@ class MailError(ServiceError):
 
     code = "mail_failed"
     title = "Mail could not be sent"
+
+
+class BillingUnavailableError(ServiceError):
+    """Billing cannot serve the request now: it is off, Stripe failed, or the catalog is not synced."""
+
+    code = "billing_unavailable"
+    title = "Billing unavailable"
+
+
+class BillingNotConfiguredError(BillingUnavailableError):
+    """Billing is off because a Stripe setting is unset; the detail names each one."""
+
+    code = "billing_not_configured"
+    title = "Billing not configured"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"Billing is not configured on this server: set {' and '.join(missing)} "
+            "(see the Billing section of the README). Everything else keeps working.",
+            missing_settings=missing,
+        )
+
+
+class WebhookRejectedError(ServiceError):
+    """A webhook request whose signature or body could not be verified (400)."""
+
+    code = "invalid_signature"
+    title = "Webhook rejected"
+
+    def __init__(self, detail: str, *, code: str) -> None:
+        super().__init__(detail, code=code)

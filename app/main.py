@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from app import __version__
 from app.accounts.credits import stale_cutoff
 from app.accounts.service import DEFAULT_PLAN, INTERNAL_PLAN
-from app.api import account, admin, demo, images, keys, monitoring, plans
+from app.api import account, admin, billing, demo, images, keys, monitoring, plans
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.api.telemetry import UNOBSERVED_PATHS, fastapi_telemetry, http_views
@@ -33,6 +33,10 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 RETENTION_INTERVAL_S = 3600.0
 STALE_RESERVATION_SWEEP_S = 60.0
+BILLING_FIGURES_REFRESH_S = 60.0
+# Stripe's events can outgrow the JSON body limit (an invoice with many lines), and a 413
+# would make Stripe retry an event that can never fit.
+WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
 SERVICE_NAME = "visioncraft"
 # Signed image URLs carry a signature that grants access to the image until it expires.
 SECRET_QUERY_PARAMETERS = ("signature",)
@@ -97,6 +101,19 @@ async def release_stale_reservations_forever(services: Services) -> None:
             logger.exception("releasing stale credit reservations or ended sessions failed")
 
 
+async def refresh_billing_figures_forever(services: Services) -> None:
+    """Reread MRR and subscription counts for the billing gauges now and every minute."""
+    processor = services.billing.processor
+    if processor is None:
+        return
+    while True:
+        try:
+            await processor.refresh_figures()
+        except Exception:  # the next round retries; a failed refresh must not stop the service
+            logger.exception("refreshing the billing figures failed")
+        await asyncio.sleep(BILLING_FIGURES_REFRESH_S)
+
+
 def build_telemetry(settings: Settings, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
     """Build the app's providers, with process metrics; OTLP export starts with the lifespan.
 
@@ -131,8 +148,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
     app.state.demo_account_id = (await services.accounts.ensure_demo_account()).id
     await release_stale_reservations(services)
+
+    if not services.billing.is_configured:
+        logger.info(
+            "billing is off: set %s to turn it on",
+            " and ".join(services.billing.missing_settings),
+        )
     retention_task = asyncio.create_task(delete_expired_images_forever(services))
     sweep_task = asyncio.create_task(release_stale_reservations_forever(services))
+    figures_task = asyncio.create_task(refresh_billing_figures_forever(services))
     logger.info(
         "VisionCraftAI %s started: backend %s, database %s, image store %s",
         __version__,
@@ -143,7 +167,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in (retention_task, sweep_task):
+        for task in (retention_task, sweep_task, figures_task):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -186,7 +210,7 @@ def create_app(
     install_problem_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (images, account, keys, admin, demo, plans):
+    for module in (images, account, keys, admin, demo, plans, billing):
         api.include_router(module.router)
     api.include_router(monitoring.api_router)
     app.include_router(api)
@@ -203,6 +227,7 @@ def create_app(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         quiet_paths=UNOBSERVED_PATHS,
+        body_limits={f"{API_PREFIX}{billing.WEBHOOK_PATH}": WEBHOOK_MAX_BODY_BYTES},
     )
     # Added last, so it is outermost and also covers the request middleware's own responses.
     app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)

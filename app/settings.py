@@ -197,6 +197,19 @@ class Settings(BaseSettings):
     demo_requests_per_day: int = Field(
         20, ge=1, description="Demo generations one client address may start per UTC day."
     )
+    stripe_secret_key: SecretStr | None = Field(
+        None,
+        description="Stripe secret API key (sk_live_... or sk_test_...); billing is off without it.",
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret (whsec_...) of the Stripe webhook endpoint; billing is off "
+        "without it.",
+    )
+    stripe_api_base: str | None = Field(
+        None,
+        description="Base URL of the Stripe API; Stripe's own when unset. For tests and stripe-mock.",
+    )
     metrics_token: SecretStr | None = Field(
         None,
         description="When set, /metrics and the JSON metrics need `Authorization: Bearer` with it.",
@@ -268,7 +281,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("public_base_url")
+    @field_validator("public_base_url", "stripe_api_base")
     @classmethod
     def _strip_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
@@ -317,6 +330,15 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.PRODUCTION
+
+    @property
+    def missing_billing_settings(self) -> list[str]:
+        """Name the unset Stripe settings; billing is on only when this is empty."""
+        values = {
+            "VISIONCRAFT_STRIPE_SECRET_KEY": self.stripe_secret_key,
+            "VISIONCRAFT_STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
+        }
+        return [name for name, value in values.items() if not value or not value.get_secret_value()]
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -28,7 +28,9 @@ _STANDARD_ATTRIBUTES = frozenset(
 
 
 SDK_MESSAGE_INTERVAL_S = 60.0
-QUIET_HTTP_CLIENT_LOGGERS = ("httpx", "httpx2")
+# HTTP clients that log every request at INFO: httpx with its full URL, query included, and
+# the stripe SDK with each call (and request bodies at DEBUG).
+QUIET_HTTP_CLIENT_LOGGERS = ("httpx", "httpx2", "stripe")
 
 
 class RequestIdFilter(logging.Filter):
@@ -109,6 +111,5 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # uvicorn's own access log would repeat ours without the route and request id.
     logging.getLogger("uvicorn.access").disabled = True
-    # httpx logs every outbound request with its full URL, query string included.
     for name in QUIET_HTTP_CLIENT_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

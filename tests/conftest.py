@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -37,6 +38,7 @@ from app.storage.tables import Plan
 from fakes.gcs_api import FakeCloudStorage
 from fakes.gemini_api import FakeGeminiAPI
 from fakes.otlp_receiver import OtlpReceiver
+from telemetry.logs import QUIET_HTTP_CLIENT_LOGGERS
 
 TEST_DATABASE_URL_VARIABLE = "VISIONCRAFT_TEST_DATABASE_URL"
 TEST_REDIS_URL_VARIABLE = "VISIONCRAFT_TEST_REDIS_URL"
@@ -101,9 +103,9 @@ async def _run_postgres_admin(url: str, statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """Create a new, empty PostgreSQL database and return its URL; drop it on exit."""
     base_url = require_server_variable(TEST_DATABASE_URL_VARIABLE, "PostgreSQL")
     name = f"vc_test_{os.getpid()}_{secrets.token_hex(4)}"
     asyncio.run(_run_postgres_admin(base_url, f'CREATE DATABASE "{name}"'))
@@ -113,6 +115,13 @@ def postgres_url() -> Iterator[str]:
         asyncio.run(_run_postgres_admin(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    with postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The database of a test that must hold on SQLite and on PostgreSQL alike."""
@@ -120,6 +129,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database that the tests of one module share, on SQLite and on PostgreSQL alike.
+
+    For modules whose tests each make their own accounts, so one migrated database serves all.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    with postgres_database() as url:
+        yield url
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -434,7 +460,7 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     access_disabled = logging.getLogger("uvicorn.access").disabled
-    client_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpx2")}
+    client_levels = {name: logging.getLogger(name).level for name in QUIET_HTTP_CLIENT_LOGGERS}
     try:
         yield
     finally:

@@ -348,6 +348,34 @@ def test_account_deletion_removes_keys_images_and_bytes(
     assert web.get("/dashboard", headers=HTML, follow_redirects=False).status_code == 303
 
 
+def test_deletion_waits_for_a_live_subscription(
+    web: TestClient, web_settings: Settings, smtp_server: SmtpServer
+) -> None:
+    from app.storage.tables import BillingSubscription
+
+    signed_up_and_verified(web, smtp_server, "sub@example.com")
+    account_id = web.get("/api/v1/account").json()["id"]
+
+    async def subscribe() -> None:
+        services = build_services(web_settings)
+        try:
+            async with services.sessions.begin() as session:
+                session.add(
+                    BillingSubscription(
+                        id="sub_test_live", account_id=account_id, plan="pro", status="active"
+                    )
+                )
+        finally:
+            await services.aclose()
+
+    asyncio.run(subscribe())
+    refused = post_form(web, "/account/delete", {"password": PASSWORD}, page="/account")
+
+    assert refused.status_code == 409
+    assert "Cancel your subscription first" in refused.text
+    assert web.get("/api/v1/account").status_code == 200
+
+
 def test_admin_sees_accounts_by_search(web: TestClient, web_settings: Settings) -> None:
     async def make_admin() -> None:
         services = build_services(web_settings)
@@ -471,3 +499,15 @@ def test_argon2_hash_verifies() -> None:
     assert stored.startswith("$argon2id$")
     assert verify_password(PASSWORD, stored)
     assert not verify_password(PASSWORD + "!", stored)
+
+
+def test_pages_have_their_own_rate_bucket(web: TestClient, smtp_server: SmtpServer) -> None:
+    signed_up_and_verified(web, smtp_server, "ria@example.com")
+    token = meta_token(web)
+    key = web.post("/api/v1/keys", json={"name": "cli"}, headers={"X-CSRF-Token": token}).json()
+    statuses = [web.get("/api/v1/keys").status_code for _ in range(15)]
+    with_key = web.get("/api/v1/account", headers={"Authorization": f"Bearer {key['key']}"})
+
+    assert statuses == [200] * 15  # more than the free plan's 10 API requests a minute
+    assert with_key.status_code == 200
+    assert with_key.headers["ratelimit"].startswith('"key";r=9')

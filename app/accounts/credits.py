@@ -49,6 +49,8 @@ class EntryKind:
     USAGE = "usage"
     REFUND = "refund"
     EXPIRY = "expiry"
+    # Credits taken back from the purchased balance because a pack's payment was refunded.
+    PACK_REFUND = "pack_refund"
 
 
 def add_months(moment: datetime, months: int) -> datetime:
@@ -534,6 +536,7 @@ def _entry(
     reservation_id: str | None = None,
     reference: str | None = None,
     created_at: datetime | None = None,
+    shortfall: int | None = None,
 ) -> CreditLedgerEntry:
     return CreditLedgerEntry(
         account_id=account_id,
@@ -545,9 +548,135 @@ def _entry(
         reservation_id=reservation_id,
         reference=reference,
         created_at=created_at or utc_now(),
+        shortfall=shortfall,
     )
 
 
 def stale_cutoff(now: datetime, *, request_timeout_s: float, margin_s: float) -> datetime:
     """Return the creation time before which a held reservation can belong to no live request."""
     return now - timedelta(seconds=request_timeout_s + margin_s)
+
+
+# Changes made inside the caller's transaction, for billing. The caller locks the account row
+# with `lock_account` first, so the balances read here cannot change before the commit. The
+# ledger entries commit or roll back together with the caller's own rows.
+
+
+@dataclass(frozen=True)
+class AllowanceChange:
+    """The result of a renewal or plan change: the allowance that expired and the one granted."""
+
+    expired: int
+    granted: int
+
+
+@dataclass(frozen=True)
+class TakeBack:
+    """Credits a refund took back from the purchased balance, and those it could not."""
+
+    taken: int
+    shortfall: int
+
+
+async def lock_account(session: AsyncSession, account_id: str) -> Account:
+    """Read the account and lock its row until the transaction ends (SQLite locks on write)."""
+    account = await session.scalar(
+        select(Account).where(Account.id == account_id).with_for_update()
+    )
+    if account is None:
+        raise NotFoundError(f"No account with id {account_id!r}.", code="account_not_found")
+    return account
+
+
+async def renew_paid_allowance(
+    session: AsyncSession,
+    account: Account,
+    plan: PlanInfo,
+    *,
+    credits: int,
+    started_at: datetime,
+    ends_at: datetime,
+    reference: str | None,
+    reason: str,
+) -> AllowanceChange:
+    """Move a locked account to `plan` for a paid period and replace its allowance with `credits`.
+
+    What is left of the old allowance expires. The allowance entry carries `reference` (the
+    invoice id), so the ledger rejects a second renewal for the same invoice.
+    """
+    snapshot = _snapshot_of(account)
+    entries = CreditService._renewal_entries(snapshot, credits, reason=reason, now=utc_now())
+    for entry in entries:
+        if entry.kind == EntryKind.ALLOWANCE and reference is not None:
+            entry.reference = reference
+    account.plan = plan.name
+    account.allowance_credits = credits
+    account.cycle_started_at = started_at
+    account.cycle_ends_at = ends_at
+    session.add_all(entries)
+    await session.flush()
+    return AllowanceChange(expired=snapshot.allowance, granted=credits)
+
+
+async def restart_cycle(
+    session: AsyncSession, account: Account, plan: PlanInfo, *, reason: str
+) -> AllowanceChange:
+    """Move a locked account to `plan` with a new monthly cycle that starts now."""
+    now = utc_now()
+    return await renew_paid_allowance(
+        session,
+        account,
+        plan,
+        credits=plan.monthly_credits,
+        started_at=now,
+        ends_at=add_months(now, 1),
+        reference=None,
+        reason=reason,
+    )
+
+
+async def add_purchased(
+    session: AsyncSession, account: Account, credits: int, *, reference: str, reason: str
+) -> None:
+    """Add bought credits to a locked account; the ledger's unique `reference` makes it once."""
+    account.purchased_credits += credits
+    session.add(
+        _entry(account.id, EntryKind.PACK_PURCHASE, 0, credits, reason=reason, reference=reference)
+    )
+    await session.flush()
+
+
+async def take_back_purchased(
+    session: AsyncSession, account: Account, credits: int, *, reference: str, reason: str
+) -> TakeBack:
+    """Take up to `credits` from a locked account's purchased balance, never below zero.
+
+    The credits the balance cannot cover (spent already) are recorded as the entry's shortfall.
+    """
+    taken = min(credits, account.purchased_credits)
+    shortfall = credits - taken
+    account.purchased_credits -= taken
+    session.add(
+        _entry(
+            account.id,
+            EntryKind.PACK_REFUND,
+            0,
+            -taken,
+            reason=reason,
+            reference=reference,
+            shortfall=shortfall,
+        )
+    )
+    await session.flush()
+    return TakeBack(taken=taken, shortfall=shortfall)
+
+
+def _snapshot_of(account: Account) -> _Snapshot:
+    return _Snapshot(
+        account.id,
+        account.plan,
+        account.allowance_credits,
+        account.purchased_credits,
+        account.cycle_started_at,
+        account.cycle_ends_at,
+    )

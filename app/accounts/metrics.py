@@ -39,6 +39,16 @@ class AccountMetrics:
             unit="{credit}",
             description="Allowance credits that expired at the end of their cycle.",
         )
+        self.credits_taken_back = meter.create_counter(
+            "visioncraft.credits.taken_back",
+            unit="{credit}",
+            description="Purchased credits taken back because a credit pack's payment was refunded.",
+        )
+        self.credits_shortfall = meter.create_counter(
+            "visioncraft.credits.shortfall",
+            unit="{credit}",
+            description="Credits a pack refund could not take back because they were spent.",
+        )
         self.rejections = meter.create_counter(
             "visioncraft.api.rejections",
             unit="{response}",

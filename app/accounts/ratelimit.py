@@ -38,6 +38,10 @@ def seconds_until_utc_midnight(now: datetime | None = None) -> float:
     return (midnight - now).total_seconds()
 
 
+# Requests per minute of one account's browser session, whatever its plan allows the API.
+WEB_REQUESTS_PER_MINUTE = 60
+
+
 class RequestLimiter:
     """Checks every authenticated request against its plan's requests per minute.
 
@@ -63,11 +67,19 @@ class RequestLimiter:
         limit = plan.requests_per_minute
         if limit <= 0:
             return None
-        buckets = [Bucket(f"rate:account:{principal.account_id}", "account", limit, MINUTE_S)]
-        # A browser session has no key; its account's limit is the only one.
-        if principal.key_id is not None:
-            buckets.insert(0, Bucket(f"rate:key:{principal.key_id}", "key", limit, MINUTE_S))
-        return await self._store.hit(buckets)
+        if principal.key_id is None:
+            # A browser session: one page load makes several calls (keys, subscription, ...), so
+            # the pages get a bucket of their own that never eats into the API's allowance.
+            # Generations from the pages still spend credits and meet the concurrency limit.
+            web_limit = max(limit, WEB_REQUESTS_PER_MINUTE)
+            bucket = Bucket(f"rate:web:{principal.account_id}", "web", web_limit, MINUTE_S)
+            return await self._store.hit([bucket])
+        return await self._store.hit(
+            [
+                Bucket(f"rate:key:{principal.key_id}", "key", limit, MINUTE_S),
+                Bucket(f"rate:account:{principal.account_id}", "account", limit, MINUTE_S),
+            ]
+        )
 
     @staticmethod
     def rejection(decision: RateDecision) -> RateLimitedError:

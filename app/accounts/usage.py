@@ -84,7 +84,7 @@ class UsageService:
     ) -> list[UsageRow]:
         check_range(start, end)
         async with self._sessions() as session:
-            day = self._utc_day(session)
+            day = utc_day(session, Generation.created_at)
             query = (
                 select(
                     day,
@@ -105,7 +105,7 @@ class UsageService:
         width = len(columns)
         return [
             UsageRow(
-                day=_as_date(row[0]),
+                day=as_date(row[0]),
                 group=tuple(row[1 : 1 + width]),
                 images=int(row[1 + width] or 0),
                 credits=int(row[2 + width] or 0),
@@ -118,7 +118,7 @@ class UsageService:
         check_range(start, end)
         succeeded = Generation.status == "succeeded"
         async with self._sessions() as session:
-            day = self._utc_day(session)
+            day = utc_day(session, Generation.created_at)
             query = (
                 select(
                     day,
@@ -141,7 +141,7 @@ class UsageService:
             rows = (await session.execute(query)).all()
         return [
             OutcomeRow(
-                day=_as_date(row[0]),
+                day=as_date(row[0]),
                 total=int(row[1]),
                 failed=int(row[2] or 0),
                 blocked=int(row[3] or 0),
@@ -151,13 +151,15 @@ class UsageService:
             for row in rows
         ]
 
-    @staticmethod
-    def _utc_day(session: AsyncSession) -> ColumnElement[Any]:
-        # SQLite stores naive UTC text; PostgreSQL converts timestamptz by the session time zone.
-        if session.get_bind().dialect.name == "postgresql":
-            return func.date(func.timezone("UTC", Generation.created_at))
-        return func.date(Generation.created_at)
+
+def utc_day(session: AsyncSession, column: Any) -> ColumnElement[Any]:
+    """Return an SQL expression for the UTC day of the timestamp `column`."""
+    # SQLite stores naive UTC text; PostgreSQL converts timestamptz by the session time zone.
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", column))
+    return func.date(column)
 
 
-def _as_date(value: date | str) -> date:
+def as_date(value: date | str) -> date:
+    """Return a day that SQLite returns as ISO text, or PostgreSQL as a date."""
     return value if isinstance(value, date) else date.fromisoformat(value)

@@ -1,4 +1,4 @@
-"""Admin routes: every account, usage by plan and backend, and credit grants."""
+"""Admin routes: every account, usage by plan and backend, credit grants and revenue."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ from app.api.schemas.accounts import (
     CreditGrantCreate,
     CreditGrantPublic,
 )
+from app.api.schemas.billing import (
+    MrrPlanPublic,
+    RevenueDayPublic,
+    RevenuePublic,
+    SubscriptionCountsPublic,
+)
+from app.billing.revenue import BILLING_STATUSES
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -93,4 +100,48 @@ async def grant_credits(
     balance = await services.credits.balance(account.id)
     return CreditGrantPublic(
         account_id=account.id, granted=body.credits, balance=BalancePublic.of(balance)
+    )
+
+
+@router.get("/revenue", response_model=RevenuePublic)
+async def get_revenue(
+    principal: AdminDep,
+    services: ServicesDep,
+    start: Annotated[date | None, Query(alias="from", description="First UTC day.")] = None,
+    end: Annotated[date | None, Query(alias="to", description="Last UTC day.")] = None,
+) -> RevenuePublic:
+    """MRR by plan, subscriptions by status, and payments, packs and refunds per UTC day."""
+    start, end = resolve_range(start, end)
+    days = await services.revenue.days(start, end)
+    figures = await services.revenue.subscription_figures()
+    by_plan: dict[str, int] = {}
+    for (plan, status), count in figures.counts.items():
+        if status in BILLING_STATUSES:
+            by_plan[plan] = by_plan.get(plan, 0) + count
+    statuses = {"active": 0, "past_due": 0}
+    for (_, status), count in figures.counts.items():
+        if status in statuses:
+            statuses[status] += count
+    return RevenuePublic(
+        currency=services.settings.currency,
+        start=start,
+        end=end,
+        mrr=sum(figures.mrr.values()),
+        mrr_by_plan=[
+            MrrPlanPublic(plan=plan, subscriptions=count, mrr=figures.mrr.get(plan, 0))
+            for plan, count in sorted(by_plan.items())
+        ],
+        subscriptions=SubscriptionCountsPublic(**statuses),
+        data=[
+            RevenueDayPublic(
+                date=day.day,
+                payments=day.payments,
+                failed_payments=day.failed_payments,
+                packs_sold=day.packs_sold,
+                refunds=day.refunds,
+                revenue=day.revenue,
+                refunded=day.refunded,
+            )
+            for day in days
+        ],
     )

@@ -12,7 +12,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -115,11 +115,18 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_body_bytes: int, quiet_paths: Iterable[str] = ()
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        quiet_paths: Iterable[str] = (),
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
+        """`body_limits` gives some paths their own limit in bytes instead of `max_body_bytes`."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.quiet_paths = frozenset(quiet_paths)
+        self.body_limits = dict(body_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -151,21 +158,23 @@ class RequestContextMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
+        max_body_bytes = self.body_limits.get(scope["path"], self.max_body_bytes)
         try:
             declared = self._content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
-                await self._send_too_large(scope, send_with_id)
+            if declared is not None and declared > max_body_bytes:
+                await self._send_too_large(scope, send_with_id, max_body_bytes)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(receive, max_body_bytes), send_with_id)
         except BodyTooLargeError:
             if not response_started:
-                await self._send_too_large(scope, send_with_id)
+                await self._send_too_large(scope, send_with_id, max_body_bytes)
         finally:
             request_id_var.reset(token)
             if scope["path"] not in self.quiet_paths:
                 self._log(scope, status, started, request_id)
 
-    def _limited(self, receive: Receive) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, max_body_bytes: int) -> Receive:
         received = 0
 
         async def receive_limited() -> Message:
@@ -173,8 +182,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLargeError(self.max_body_bytes)
+                if received > max_body_bytes:
+                    raise BodyTooLargeError(max_body_bytes)
             return message
 
         return receive_limited
@@ -197,8 +206,9 @@ class RequestContextMiddleware:
                     return None
         return None
 
-    async def _send_too_large(self, scope: Scope, send: Send) -> None:
-        detail = body_too_large_detail(self.max_body_bytes)
+    @staticmethod
+    async def _send_too_large(scope: Scope, send: Send, max_body_bytes: int) -> None:
+        detail = body_too_large_detail(max_body_bytes)
         body = problem_body(Request(scope), status=413, code="request_too_large", detail=detail)
         payload = json.dumps(body).encode()
         await send(

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import (
     AuthenticationError,
+    BillingUnavailableError,
     CapacityExceededError,
     ConflictError,
     ContentPolicyViolation,
@@ -34,6 +35,7 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
     UpstreamUnavailableError,
+    WebhookRejectedError,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ImageStoreUnavailableError: 503,
     MailError: 503,
     UpstreamTimeoutError: 504,
+    BillingUnavailableError: 503,
+    WebhookRejectedError: 400,
 }
 
 # OpenAI's error `type` for each status, which its clients and tooling look at.

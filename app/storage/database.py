@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -50,6 +51,18 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def insert_if_absent(session: AsyncSession, model: Any, values: dict[str, Any]) -> bool:
+    """Insert a row unless one with the same primary or unique key exists; return whether it did.
+
+    Two transactions that insert the same key at once both succeed: one inserts, the other
+    waits for it (PostgreSQL) or for the write lock (SQLite) and then inserts nothing.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def alembic_config(url: str) -> Config:

@@ -127,6 +127,8 @@ class Account(Base):
     purchased_credits: Mapped[int] = mapped_column(Integer, default=0)
     cycle_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
     cycle_ends_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    # The Stripe customer that pays for this account, once billing has created one.
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
 
 
 class BrowserSession(Base):
@@ -171,6 +173,9 @@ class CreditLedgerEntry(Base):
     reservation_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     reference: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+    # Credits that a `pack_refund` entry should have taken back but could not, because the
+    # purchased balance was lower (they were spent); None on every other entry.
+    shortfall: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class CreditReservation(Base):
@@ -294,3 +299,99 @@ class ContactMessage(Base):
     # The sender's address, for the per-address rate limit and for handling abuse.
     client_address: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+
+
+class StripeEvent(Base):
+    """A verified Stripe webhook event, stored before it is processed so that it counts once.
+
+    `status` is `received`, then `processed` or `ignored` (a type we do not handle), or
+    `failed` when processing raised. A failed event is processed again when Stripe retries it.
+    """
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    # The event's own `created` time at Stripe, which orders events of one object.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BillingSubscription(Base):
+    """Our copy of a Stripe subscription, as last read from Stripe.
+
+    `allowance_plan` and `allowance_period_end` record the newest paid invoice that renewed the
+    account's allowance, so an older or repeated invoice never renews it again.
+    """
+
+    __tablename__ = "billing_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    plan: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Stripe's status: incomplete, active, past_due, unpaid, canceled, incomplete_expired, ...
+    status: Mapped[str] = mapped_column(String(32), default="incomplete")
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The subscription's price per month in the smallest unit of `currency`, for MRR.
+    monthly_amount: Mapped[int] = mapped_column(Integer, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="jpy")
+    allowance_plan: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    allowance_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class PackPurchase(Base):
+    """A credit pack bought through one Stripe Checkout Session (`id` is the session id).
+
+    `status` is `pending` (an asynchronous payment method has not paid yet), `paid`, `failed`
+    or `refunded`. A refund takes credits back in proportion to `refunded_amount`; what the
+    balance could not cover is counted in `credits_short`.
+    """
+
+    __tablename__ = "billing_pack_purchases"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    pack: Mapped[str] = mapped_column(String(32))
+    credits: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    refunded_amount: Mapped[int] = mapped_column(Integer, default=0)
+    credits_taken_back: Mapped[int] = mapped_column(Integer, default=0)
+    credits_short: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now)
+
+
+class BillingPayment(Base):
+    """One payment, failed payment or refund, for the revenue figures; once per `reference`."""
+
+    __tablename__ = "billing_payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # The Stripe object it came from: an invoice, a checkout session, or a charge and refund.
+    reference: Mapped[str] = mapped_column(String(255), unique=True)
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # `subscription` or `pack`
+    item: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the plan or pack
+    outcome: Mapped[str] = mapped_column(String(16))  # `paid`, `failed` or `refunded`
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utc_now, index=True)

@@ -508,8 +508,16 @@ async def delete_account(request: Request, site: SiteDep, services: ServicesDep)
         return site.renderer.render(
             request, "account.html", {"field_error": message}, status_code=403
         )
-    # NOTE: a Stripe subscription of the account is not cancelled here; billing must end it
-    # (or refuse the deletion) once it keeps subscriptions per account.
+    if await services.billing.live_subscription(session.account_id) is not None:
+        # Deleting the account would leave Stripe charging a customer we no longer know.
+        _ = site.translator(request).gettext
+        message = _(
+            "Cancel your subscription first, under Manage the subscription on the dashboard; "
+            "then delete the account."
+        )
+        return site.renderer.render(
+            request, "account.html", {"field_error": message}, status_code=409
+        )
     images = await services.generation.delete_account_images(session.account_id)
     await services.accounts.delete(session.account_id)
     logger.info("account %s deleted with %s images", session.account_id, images)

@@ -474,6 +474,84 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         N_("The service reached its daily cap on spending with the image provider."),
         N_("Retry after midnight UTC; test keys and the demo still work."),
     ),
+    ErrorCode(
+        "missing_signature",
+        "400",
+        N_("A webhook request came without the Stripe-Signature header."),
+        N_("Only Stripe sends webhooks here; check the endpoint URL in the Stripe dashboard."),
+    ),
+    ErrorCode(
+        "malformed_signature",
+        "400",
+        N_("The Stripe-Signature header is not in Stripe's format."),
+        N_("Send webhooks straight from Stripe; a proxy must not change the header."),
+    ),
+    ErrorCode(
+        "invalid_signature",
+        "400",
+        N_("The Stripe-Signature header does not match the webhook body."),
+        N_("Set the endpoint's signing secret on the server, and let no proxy change the body."),
+    ),
+    ErrorCode(
+        "stale_signature",
+        "400",
+        N_("The webhook signature is older than five minutes."),
+        N_("Check the server's clock; Stripe signs each retry anew."),
+    ),
+    ErrorCode(
+        "invalid_payload",
+        "400",
+        N_("The signed webhook body is not a Stripe event."),
+        N_("Send Stripe's events unchanged."),
+    ),
+    ErrorCode(
+        "pack_not_found",
+        "404",
+        N_("No credit pack has that name."),
+        N_("Use one of the packs that the detail lists, or see GET /api/v1/plans."),
+    ),
+    ErrorCode(
+        "subscription_exists",
+        "409",
+        N_("The account already has a subscription."),
+        N_("Change or cancel the plan in the billing portal instead."),
+    ),
+    ErrorCode(
+        "plan_not_for_sale",
+        "422",
+        N_("The plan is free or internal and cannot be bought."),
+        N_("Choose a paid plan from GET /api/v1/plans."),
+    ),
+    ErrorCode(
+        "invalid_redirect_url",
+        "422",
+        N_("A return address for the payment pages points outside this site."),
+        N_("Give a URL that starts with this site's address, or leave it out."),
+    ),
+    ErrorCode(
+        "billing_not_configured",
+        "503",
+        N_("Billing is not set up on this server."),
+        N_("Tell the operator; the detail names the Stripe settings to set."),
+    ),
+    ErrorCode(
+        "billing_unavailable",
+        "503",
+        N_("Billing could not reach Stripe or Stripe failed."),
+        N_("Retry in a minute; nothing was charged."),
+    ),
+    ErrorCode(
+        "billing_catalog_not_synced",
+        "503",
+        N_("The plan or pack has no matching price in Stripe yet."),
+        N_("Retry later; the operator must run visioncraft stripe sync."),
+    ),
+    ErrorCode(
+        "webhook_processing_failed",
+        "503",
+        N_("A Stripe event was stored but could not be processed yet."),
+        N_("Nothing to do: Stripe sends the event again and it is processed then."),
+    ),
 )
 
 # Listed by status; codes of one status keep the order above.

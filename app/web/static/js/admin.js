@@ -66,9 +66,8 @@
 
   const unavailable = (result) => result.status === 404 || result.status === 503;
 
-  // NOTE: written against the announced shape of the revenue route: `currency`, MRR by plan,
-  // counts of active and past-due subscriptions, and a per-day `series`. Top-level values are
-  // listed as they come, so a renamed field still shows.
+  // The revenue route answers `currency`, `mrr`, `mrr_by_plan`, `subscriptions` (active and
+  // past-due counts) and a per-UTC-day `data` series; top-level values are listed as they come.
   const showRevenue = async () => {
     const status = document.getElementById("revenue-status");
     const result = await api.call("GET", "/api/v1/admin/revenue");

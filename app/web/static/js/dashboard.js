@@ -167,12 +167,12 @@
       return;
     }
     const subscription = result.body;
-    if (subscription.configured === false) {
+    if (subscription.billing_configured === false) {
       billingStatus.textContent = messages.messageBillingOff;
       disableCheckout();
       return;
     }
-    if (!subscription.status) {
+    if (!subscription.status || subscription.status === "none") {
       billingStatus.textContent = messages.messageNoSubscription;
       return;
     }
@@ -182,7 +182,9 @@
     });
     if (subscription.current_period_end) {
       const template = subscription.cancel_at_period_end ? messages.messageCancels : messages.messageRenews;
-      text += ` ${api.format(template, { date: String(subscription.current_period_end).slice(0, 10) })}`;
+      // Unix seconds, shown as the UTC date.
+      const date = new Date(subscription.current_period_end * 1000).toISOString().slice(0, 10);
+      text += ` ${api.format(template, { date })}`;
     }
     billingStatus.textContent = text;
     portalActions.hidden = false;
