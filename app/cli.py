@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import math
 import secrets
 import sys
 import time
@@ -28,9 +29,9 @@ from app.generation.options import (
     ImageSize,
     compose_prompt,
 )
-from app.main import prepare_database
 from app.settings import Settings
-from app.storage.database import upgrade_database
+from app.startup import prepare_database
+from app.storage.database import DatabaseNotMigratedError, upgrade_database
 from telemetry import configure_logging
 
 T = TypeVar("T")
@@ -54,6 +55,7 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.serving import GracefulServer
 
     if args.workers != 1:
         raise CommandError(
@@ -64,14 +66,24 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
         update={"host": args.host or settings.host, "port": args.port or settings.port}
     )
     configure_logging(json_lines=settings.resolved_log_format == "json", level=settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        # uvicorn takes whole seconds here; the lifespan holds generations to the exact grace.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
+    server = GracefulServer(
+        config,
+        lifecycle=app.state.lifecycle,
+        drain_s=settings.shutdown_drain_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+    server.run()
 
 
 def command_migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -374,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             handler = ASYNC_COMMANDS[(args.command, getattr(args, f"{args.command}_command", None))]
             asyncio.run(handler(settings, args))
-    except (ServiceError, CommandError) as error:
+    except (ServiceError, CommandError, DatabaseNotMigratedError) as error:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
         return 1
     except ValidationError as error:

@@ -20,11 +20,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.limits import RateDecision
 from app.api.problems import id_headers, problem_body
+from telemetry.lifecycle import Lifecycle
 from telemetry.logs import request_id_var
 
 logger = logging.getLogger("visioncraft.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+STARTING_RETRY_AFTER_S = 5
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -232,3 +234,47 @@ class RequestContextMiddleware:
                 "request_id": request_id,
             },
         )
+
+
+class StartingGateMiddleware:
+    """Answers 503 `service_starting` until start-up has finished, except on `open_paths`.
+
+    Kubernetes sends no traffic before readiness passes, but a client that calls a pod directly
+    gets a clear answer instead of an error from a database that is not migrated yet. After
+    start-up, each request costs one attribute read.
+    """
+
+    def __init__(self, app: ASGIApp, *, lifecycle: Lifecycle, open_paths: Iterable[str]) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.lifecycle.is_starting
+            or scope["path"] in self.open_paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        body = problem_body(
+            Request(scope),
+            status=503,
+            code="service_starting",
+            title="Service starting",
+            detail="The service is still starting: it waits for its database or its image "
+            f"backend. Retry in {STARTING_RETRY_AFTER_S} seconds.",
+        )
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"retry-after", str(STARTING_RETRY_AFTER_S).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
