@@ -120,7 +120,7 @@ def test_missing_bucket_is_logged_and_answered_503(
     tmp_path: Path, fake_gcs: FakeCloudStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(tmp_path, image_store="gcs", gcs_bucket="no-such-bucket")
-    caplog.set_level(logging.ERROR, logger="app.main")
+    caplog.set_level(logging.ERROR, logger="app.startup")
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         auth = {"Authorization": f"Bearer {create_key(settings)}"}
