@@ -156,7 +156,7 @@ def test_pods_run_as_non_root_on_read_only_root(name: str) -> None:
     }
     mounts = {mount["mountPath"]: mount["name"] for mount in main["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    for path in ("/tmp", "/data"):
+    for path in ("/tmp", "/data"):  # noqa: S108 - mount paths in a manifest, not files
         assert "emptyDir" in volumes[mounts[path]]
     assert {"requests", "limits"} <= set(main["resources"])
 
@@ -184,7 +184,9 @@ def test_service_and_monitor_reach_the_pods() -> None:
 
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert service["spec"]["ports"][0]["targetPort"] == app["ports"][0]["name"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     endpoint = monitor["spec"]["endpoints"][0]
     assert (endpoint["port"], endpoint["path"]) == (service["spec"]["ports"][0]["name"], "/metrics")
     assert endpoint["authorization"]["credentials"] == token_variable["valueFrom"]["secretKeyRef"]
