@@ -74,7 +74,7 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        # uvicorn takes whole seconds here; the lifespan holds generations to the exact grace.
+        # uvicorn takes whole seconds here; the lifespan keeps generations to the exact grace.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
     server = GracefulServer(

@@ -25,7 +25,7 @@ from telemetry.health import CheckFunction, CheckOutcome, ComponentType, HealthC
 from telemetry.health_checks import disk_check, export_check, memory_check
 
 HEALTH_OBJECT_PREFIX = "health/"
-# Outcomes of a backend call that say nothing bad about the backend itself.
+# Outcomes of a backend call that show no fault of the backend itself.
 HEALTHY_CALL_OUTCOMES = frozenset({"success", "blocked", "cancelled"})
 
 

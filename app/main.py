@@ -33,8 +33,8 @@ API_PREFIX = "/api/v1"
 API_VERSION = "1"
 SERVICE_NAME = "visioncraft"
 SERVICE_DESCRIPTION = "VisionCraftAI image generation API"
-# How long the lifespan waits for the first start-up attempt before it lets the server listen;
-# past that, start-up goes on in the background while readiness answers 503.
+# How long the lifespan waits for the first start-up attempt before it lets the server listen.
+# Past that, start-up goes on in the background while readiness responds with 503.
 FIRST_STARTUP_ATTEMPT_WAIT_S = 10.0
 # Closing connections gets what is left of the shutdown grace, but at least this much.
 MIN_CLOSE_S = 1.0
@@ -121,8 +121,8 @@ async def shut_down(app: FastAPI, startup: StartupRunner) -> None:
         logger.warning("stopping with %s generations still running", still_running)
     await app.state.health.aclose()
     try:
-        # Closing connections takes milliseconds; a database that stopped answering must not
-        # hold the process past its budget.
+        # Closing connections takes milliseconds, but a database that stopped responding must not
+        # keep the process past its budget.
         async with asyncio.timeout(max(lifecycle.grace_remaining_s(0.0), MIN_CLOSE_S)):
             await services.aclose()
     except TimeoutError:

@@ -4,7 +4,7 @@ On SIGTERM, uvicorn closes its listening socket at once, while Kubernetes goes o
 connections to the pod until the endpoint removal has reached every node. This server takes
 over SIGTERM and SIGINT instead:
 
-1. Readiness answers 503 at once, and requests go on being served for SHUTDOWN_DRAIN_S (after
+1. Readiness responds with 503 at once, and requests go on being served for SHUTDOWN_DRAIN_S (after
    SIGTERM; SIGINT, the Ctrl+C of a developer, skips the drain).
 2. uvicorn then stops accepting connections and waits up to SHUTDOWN_GRACE_S for requests in
    flight; the app's lifespan gives generations in flight what is left of that grace.
@@ -78,7 +78,7 @@ class GracefulServer(uvicorn.Server):
         drain_s = self.drain_s if signal_number == signal.SIGTERM else 0.0
         self.lifecycle.start_draining()
         logger.info(
-            "%s received: readiness answers 503; serving for %.1f s more, then %.1f s for "
+            "%s received: readiness responds with 503; serving for %.1f s more, then %.1f s for "
             "requests in flight",
             name,
             drain_s,

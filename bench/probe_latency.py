@@ -6,7 +6,7 @@ hundreds of generations are in flight.
 2. Over HTTP: `visioncraft serve` on 127.0.0.1, probed one request at a time with `hey`
    (apt-get install hey), idle and then with GENERATIONS generations in flight. The generations
    use the gemini backend against the fake Gemini API of the tests (run in this process), which
-   holds each call for 20 s, so they all wait on the backend while the probes run.
+   delays each response by 20 s, so they all wait on the backend while the probes run.
 
 Run: .venv/bin/python bench/probe_latency.py [GENERATIONS]
 """
@@ -144,8 +144,8 @@ def main() -> None:
                 print(f"  {path}: {hey(base_url + path)}")
             key = create_key(make_settings(data_dir))
             running = load_generations(base_url, key, generations)
-            # httpx lets the backend hold 100 connections to the API, so the others wait in
-            # its pool; all of them are in flight in the server.
+            # httpx lets the backend open 100 connections to the API, so the other generations
+            # wait in its pool. All of them are in flight in the server.
             fake.wait_until(lambda: len(fake.requests) >= min(generations, 100), timeout_s=15)
             before = sum(thread.is_alive() for thread in running)
             results = {path: hey(base_url + path) for path in PROBES}
@@ -161,10 +161,10 @@ def main() -> None:
 
 
 def load_generations(base_url: str, key: str, count: int) -> list[threading.Thread]:
-    """Start `count` generations in threads, which end when their generation is answered."""
+    """Start `count` generations in threads; each thread ends with its generation's response."""
 
     def generate() -> None:
-        # The server may stop before the fake answers.
+        # The server may stop before the fake responds.
         with contextlib.suppress(httpx.TransportError):
             httpx.post(
                 base_url + "/api/v1/images/generations",

@@ -2,7 +2,7 @@
 
 A check is an async function that returns a `CheckOutcome` (or None for a plain pass). The
 `HealthChecker` runs every registered check at once and folds the results into a
-`HealthReport`: a failing critical check fails the report (readiness answers 503), while a
+`HealthReport`: a failing critical check fails the report (readiness responds with 503), while a
 failing non-critical one only makes it warn. A check that raises fails with the error's
 message; one that outlives its timeout fails as timed out, and until it finishes, later runs
 report it as still running instead of starting it again, so a hung dependency never piles up
@@ -61,7 +61,7 @@ class ComponentType(StrEnum):
 class CheckOutcome:
     """What a check found: its status, an observed value with its unit, and a message.
 
-    `output` says what is wrong; leave it out for a pass. When a check returns None, or an
+    `output` describes what is wrong; leave it out for a pass. When a check returns None, or an
     outcome without an observed value, the checker reports the check's duration in ms.
     """
 
@@ -189,7 +189,7 @@ class HealthChecker:
     ) -> HealthCheck:
         """Add a check, reported under `component:measurement`; a key may be registered once.
 
-        A critical check that fails makes readiness answer 503; any other only warns.
+        A critical check that fails makes readiness respond with 503; any other only warns.
         `timeout_s` bounds each run of the check.
         """
         if timeout_s <= 0:
@@ -348,7 +348,7 @@ def _outcome_of(task: asyncio.Task[CheckOutcome | None]) -> CheckOutcome | None:
 
 
 def _retrieve_exception(task: asyncio.Task[CheckOutcome | None]) -> None:
-    # Marks the exception of a check that finished after its timeout as seen, so asyncio does
-    # not log "Task exception was never retrieved"; its run was already reported as failed.
+    # The run of a check that finished after its timeout was reported as failed already. Reading
+    # its exception keeps asyncio from logging "Task exception was never retrieved".
     if not task.cancelled():
         task.exception()

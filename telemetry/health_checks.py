@@ -54,6 +54,15 @@ def export_check(
     return check
 
 
+def _crossed(value: float, *, warn_at: float, fail_at: float) -> tuple[HealthStatus, float | None]:
+    """Return the status of `value` against thresholds that it must not pass, and the one it passed."""
+    if value > fail_at:
+        return HealthStatus.FAIL, fail_at
+    if value > warn_at:
+        return HealthStatus.WARN, warn_at
+    return HealthStatus.PASS, None
+
+
 def existing_folder(path: Path) -> Path:
     """Return `path`, or its nearest parent that exists (the data folder is made on first use)."""
     for candidate in (path, *path.parents):
@@ -65,21 +74,18 @@ def existing_folder(path: Path) -> Path:
 def disk_check(
     path: Path, *, warn_below_mb: float, fail_below_mb: float, run_blocking: RunBlocking[int]
 ) -> CheckFunction:
-    """Report the free space, in MB, of the file system that holds `path`."""
+    """Report the free space, in MB, of the file system that contains `path`."""
 
     async def check() -> CheckOutcome:
         free_bytes = await run_blocking(lambda: psutil.disk_usage(str(existing_folder(path))).free)
         free_mb = free_bytes / BYTES_PER_MB
-        status, threshold = HealthStatus.PASS, None
-        if free_mb < fail_below_mb:
-            status, threshold = HealthStatus.FAIL, fail_below_mb
-        elif free_mb < warn_below_mb:
-            status, threshold = HealthStatus.WARN, warn_below_mb
+        # Less free space is worse, so compare the negated values.
+        status, threshold = _crossed(-free_mb, warn_at=-warn_below_mb, fail_at=-fail_below_mb)
         output = None
         if threshold is not None:
             output = (
                 f"{free_mb:.0f} MB free on the disk of {path}, below the threshold of "
-                f"{threshold:g} MB; free some space or grow the volume"
+                f"{-threshold:g} MB; free some space or grow the volume"
             )
         return CheckOutcome(
             status, observed_value=round(free_mb), observed_unit="MB", output=output
@@ -119,11 +125,9 @@ def memory_check(
     async def check() -> CheckOutcome:
         rss_bytes = await run_blocking(lambda: int(process.memory_info().rss))
         percent = rss_bytes / limit_bytes * 100
-        status, threshold = HealthStatus.PASS, None
-        if percent > fail_above_percent:
-            status, threshold = HealthStatus.FAIL, fail_above_percent
-        elif percent > warn_above_percent:
-            status, threshold = HealthStatus.WARN, warn_above_percent
+        status, threshold = _crossed(
+            percent, warn_at=warn_above_percent, fail_at=fail_above_percent
+        )
         output = None
         if threshold is not None:
             output = (

@@ -3,9 +3,9 @@
 The shape follows the IETF draft "Health Check Response Format for HTTP APIs"
 (draft-inadarei-api-health-check): a top-level `status`, and `checks` keyed
 `component:measurement`, each an array of objects with `componentType`, `observedValue`,
-`observedUnit`, `status`, `time` and `output`. The brief document carries only the statuses;
-observed values, versions and system facts help an attacker map the service, so the detailed
-document is for admins.
+`observedUnit`, `status`, `time` and `output`. The brief document carries only the statuses.
+Observed values, versions and system facts help an attacker map the service, so only admins
+get the detailed document.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_grace_period_exceeds_shutdown_budget() -> None:
 
 
 @pytest.mark.parametrize("name", ["deployment.yaml", "migrate-job.yaml"])
-def test_pods_run_as_non_root_on_read_only_root(name: str) -> None:
+def test_pods_run_locked_down(name: str) -> None:
     manifest = load(name)
     pod = manifest["spec"]["template"]["spec"]
     main = container(manifest)

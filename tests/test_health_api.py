@@ -44,7 +44,7 @@ APP_CHECKS = {
     "disk:freeSpace",
     "memory:utilization",
 }
-# How long a test waits for an answer that must come at once, to prove nothing hangs.
+# How long a test waits for a response that must come at once, to prove nothing hangs.
 ANSWER_MARGIN_S = 2.0
 
 
@@ -178,7 +178,7 @@ def test_hanging_check_fails_readiness_not_liveness(tmp_path: Path) -> None:
     check_timeout_s = 0.3
 
     async def queue() -> None:
-        # Passes until the test makes it hang forever, as a dependency that stops answering.
+        # Passes until the test makes it hang forever, as a dependency that stops responding.
         if stuck.is_set():
             await asyncio.Event().wait()
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 
 class Clock:
-    """A monotonic clock that moves only when a test says so."""
+    """A monotonic clock that moves only when a test advances it."""
 
     def __init__(self) -> None:
         self.now = 1000.0

@@ -27,8 +27,8 @@ READINESS = "/api/v1/monitoring/readiness"
 GENERATIONS = "/api/v1/images/generations"
 LOADED_ROUTE = "/api/v1/plans"
 START_TIMEOUT_S = 60.0
-# Extra time a test allows past the shutdown budget for the process to exit, to prove that
-# nothing hangs; how fast it exits is for the benchmarks.
+# Extra time a test allows past the shutdown budget for the process to exit. It proves that
+# nothing hangs; how fast the process exits is for the benchmarks.
 EXIT_MARGIN_S = 3.0
 
 
@@ -224,7 +224,7 @@ def test_shutdown_ends_within_budget_with_collector_down(
 ) -> None:
     drain_s, grace_s, flush_s = 0.5, 1.0, 1.0
     with socket.socket() as black_hole:
-        # A collector that accepts connections and never answers: exports wait on it.
+        # A collector that accepts connections and never responds, so exports wait on it.
         black_hole.bind(("127.0.0.1", 0))
         black_hole.listen(64)
         server = ServeProcess(

@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -104,6 +105,25 @@ def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
         (b"x-ratelimit-remaining-requests", str(tightest.remaining).encode()),
         (b"x-ratelimit-reset-requests", format_duration(tightest.reset_s).encode()),
     ]
+
+
+async def send_problem(
+    send: Send, body: dict[str, Any], *, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send a problem+json response from ASGI middleware, with its status from `body`."""
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": body["status"],
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def new_request_id() -> str:
@@ -202,19 +222,7 @@ class RequestContextMiddleware:
     async def _send_too_large(self, scope: Scope, send: Send) -> None:
         detail = body_too_large_detail(self.max_body_bytes)
         body = problem_body(Request(scope), status=413, code="request_too_large", detail=detail)
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_problem(send, body, headers=[(b"connection", b"close")])
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
@@ -237,10 +245,10 @@ class RequestContextMiddleware:
 
 
 class StartingGateMiddleware:
-    """Answers 503 `service_starting` until start-up has finished, except on `open_paths`.
+    """Responds with 503 `service_starting` until start-up has finished, except on `open_paths`.
 
     Kubernetes sends no traffic before readiness passes, but a client that calls a pod directly
-    gets a clear answer instead of an error from a database that is not migrated yet. After
+    gets a clear response instead of an error from a database that is not migrated yet. After
     start-up, each request costs one attribute read.
     """
 
@@ -265,16 +273,6 @@ class StartingGateMiddleware:
             detail="The service is still starting: it waits for its database or its image "
             f"backend. Retry in {STARTING_RETRY_AFTER_S} seconds.",
         )
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"retry-after", str(STARTING_RETRY_AFTER_S).encode()),
-                ],
-            }
+        await send_problem(
+            send, body, headers=[(b"retry-after", str(STARTING_RETRY_AFTER_S).encode())]
         )
-        await send({"type": "http.response.body", "body": payload})

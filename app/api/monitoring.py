@@ -1,8 +1,8 @@
 """Monitoring routes: Kubernetes probes, the health report and the metrics.
 
-- `liveness` answers whenever the process and its event loop run; it checks no dependency,
+- `liveness` responds with 200 whenever the process and its event loop run; it checks no dependency,
   so an outage of the database does not make Kubernetes restart every pod.
-- `readiness` answers 200 while the process serves and every critical check passes, else 503
+- `readiness` responds with 200 while the process serves and every critical check passes, else 503
   naming what fails. It reads the cached health report and never waits on a check.
 - `health` is the report in the IETF health check format; admins see the details.
 - `/metrics` is Prometheus's, and `metrics` the same numbers as JSON. Both need
@@ -41,7 +41,7 @@ api_router = APIRouter(prefix="/monitoring", tags=["monitoring"])
 
 HEALTH_PATH = "/api/v1/monitoring/health"
 JSON_METRICS_PATH = "/api/v1/monitoring/metrics"
-# Routes that answer while the service is still starting.
+# Routes that work while the service is still starting.
 MONITORING_PATHS = frozenset(
     {"/metrics", LIVENESS_PATH, READINESS_PATH, HEALTH_PATH, JSON_METRICS_PATH}
 )
@@ -108,13 +108,13 @@ def health_response(document: dict[str, Any], status_code: int) -> Response:
 
 @api_router.get("/liveness", response_class=Response)
 async def liveness() -> Response:
-    """Answer 200 while the process and its event loop run; no dependency is checked."""
+    """Return 200 while the process and its event loop run; no dependency is checked."""
     return Response(content=PASS_BODY, media_type=HEALTH_MEDIA_TYPE, headers=NO_STORE)
 
 
 @api_router.get("/readiness", response_class=Response)
 async def readiness(request: Request) -> Response:
-    """Answer 200 while serving with every critical check passing; 503 names what fails."""
+    """Return 200 while serving with every critical check passing; 503 names what fails."""
     lifecycle: Lifecycle = request.app.state.lifecycle
     checker: HealthChecker = request.app.state.health
     if not lifecycle.is_serving:
@@ -177,7 +177,7 @@ async def _caller_is_admin(request: Request, services: ServicesDep) -> tuple[boo
     """Tell whether the request carries an admin's key with the admin scope.
 
     No key means an anonymous caller; a bad key is a 401 as on every route. When the database
-    cannot check the key, the caller gets the brief report and a note that says why.
+    cannot check the key, the caller gets the brief report and a note that explains why.
     """
     token = bearer_token(request)
     if token is None:
