@@ -7,7 +7,7 @@ over SIGTERM and SIGINT instead:
 1. Readiness responds with 503 at once, and requests go on being served for SHUTDOWN_DRAIN_S (after
    SIGTERM; SIGINT, the Ctrl+C of a developer, skips the drain).
 2. uvicorn then stops accepting connections and waits up to SHUTDOWN_GRACE_S for requests in
-   flight; the app's lifespan gives generations in flight what is left of that grace.
+   flight. The app's lifespan gives generations in flight what is left of that grace.
 3. The lifespan flushes telemetry within TELEMETRY_FLUSH_S and the process exits with 0.
 
 One more signal during the drain ends the drain at once; a signal after that makes uvicorn stop

@@ -4,10 +4,10 @@ A check is an async function that returns a `CheckOutcome` (or None for a plain 
 `HealthChecker` runs every registered check at once and folds the results into a
 `HealthReport`: a failing critical check fails the report (readiness responds with 503), while a
 failing non-critical one only makes it warn. A check that raises fails with the error's
-message; one that outlives its timeout fails as timed out, and until it finishes, later runs
-report it as still running instead of starting it again, so a hung dependency never piles up
-calls. Reports are cached for `cache_s` seconds and concurrent callers share one run, so a
-storm of probes costs one round trip to each dependency per period.
+message, and one that outlives its timeout fails as timed out. Until such a check finishes,
+later runs report it as still running instead of starting it again, so a hung dependency never
+piles up calls. Reports are cached for `cache_s` seconds and concurrent callers share one run,
+so a storm of probes costs one round trip to each dependency per period.
 
 Each run records the duration and status of every check as metrics on the given meter
 provider. Nothing here imports `app`: the app registers its checks with `register`.
@@ -59,7 +59,7 @@ class ComponentType(StrEnum):
 
 @dataclass(frozen=True)
 class CheckOutcome:
-    """What a check found: its status, an observed value with its unit, and a message.
+    """The finding of one check: its status, an observed value with its unit, and a message.
 
     `output` describes what is wrong; leave it out for a pass. When a check returns None, or an
     outcome without an observed value, the checker reports the check's duration in ms.

@@ -1,9 +1,9 @@
 """Monitoring routes: Kubernetes probes, the health report and the metrics.
 
-- `liveness` responds with 200 whenever the process and its event loop run; it checks no dependency,
-  so an outage of the database does not make Kubernetes restart every pod.
-- `readiness` responds with 200 while the process serves and every critical check passes, else 503
-  naming what fails. It reads the cached health report and never waits on a check.
+- `liveness` responds with 200 whenever the process and its event loop run. It checks no
+  dependency, so an outage of the database does not make Kubernetes restart every pod.
+- `readiness` responds with 200 while the process serves and every critical check passes, else
+  with 503 naming what fails. It reads the cached health report and does not wait for a refresh.
 - `health` is the report in the IETF health check format; admins see the details.
 - `/metrics` is Prometheus's, and `metrics` the same numbers as JSON. Both need
   `Authorization: Bearer METRICS_TOKEN` when that setting is set; Prometheus sends it with the
@@ -140,7 +140,7 @@ async def readiness(request: Request) -> Response:
 async def health(request: Request, services: ServicesDep) -> Response:
     """Return the health report: each check's status, and for admins the details.
 
-    Pass and warn answer 200, fail answers 503.
+    Pass and warn return 200, fail returns 503.
     """
     checker: HealthChecker = request.app.state.health
     report = await checker.report()
