@@ -249,3 +249,38 @@ def test_shutdown_ends_within_budget_with_collector_down(
     assert status == 0, server.output()
     assert elapsed_s < drain_s + grace_s + flush_s + EXIT_MARGIN_S
     assert "telemetry flush gave up after 1.0 s" in server.output()
+
+
+@pytest.mark.parametrize(
+    ("signals", "logged"),
+    [
+        ((signal.SIGINT,), "SIGINT received: readiness responds with 503; serving for 0.0 s more"),
+        ((signal.SIGTERM, signal.SIGTERM), "SIGTERM during the drain: stopping now"),
+    ],
+    ids=["sigint", "sigterm-twice"],
+)
+def test_interactive_stop_skips_the_drain(
+    tmp_path: Path,
+    serve_factory: list[ServeProcess],
+    signals: tuple[signal.Signals, ...],
+    logged: str,
+) -> None:
+    drain_s, grace_s, flush_s = 60.0, 1.0, 1.0
+    server = ServeProcess(
+        tmp_path,
+        {
+            "VISIONCRAFT_SHUTDOWN_DRAIN_S": str(drain_s),
+            "VISIONCRAFT_SHUTDOWN_GRACE_S": str(grace_s),
+            "VISIONCRAFT_TELEMETRY_FLUSH_S": str(flush_s),
+        },
+    )
+    serve_factory.append(server)
+    server.wait_until_ready()
+
+    for signal_number in signals:
+        server.process.send_signal(signal_number)
+        time.sleep(0.3)
+    status = server.process.wait(timeout=grace_s + flush_s + EXIT_MARGIN_S)
+
+    assert status == 0, server.output()
+    assert logged in server.output()
