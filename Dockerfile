@@ -40,7 +40,6 @@ COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
-# NOTE: /api/v1/monitoring/liveness arrives with the health checks; until then this check fails.
 # The slim image has no curl, so Python's standard library makes the request.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('VISIONCRAFT_PORT', '8000') + '/api/v1/monitoring/liveness', timeout=2)"]

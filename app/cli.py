@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import math
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,9 +32,9 @@ from app.generation.options import (
     ImageSize,
     compose_prompt,
 )
-from app.main import prepare_database
 from app.settings import Settings
-from app.storage.database import upgrade_database
+from app.startup import prepare_database
+from app.storage.database import DatabaseNotMigratedError, upgrade_database
 from app.storage.tables import utc_now
 from telemetry import configure_logging
 
@@ -57,6 +59,7 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from app.main import create_app
+    from app.serving import GracefulServer
 
     if args.workers != 1:
         raise CommandError(
@@ -66,15 +69,45 @@ def command_serve(settings: Settings, args: argparse.Namespace) -> None:
     settings = settings.model_copy(
         update={"host": args.host or settings.host, "port": args.port or settings.port}
     )
+    check_port_free(settings.host, settings.port)
     configure_logging(json_lines=settings.resolved_log_format == "json", level=settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        # uvicorn takes whole seconds here; the lifespan keeps generations to the exact grace.
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
     )
+    server = GracefulServer(
+        config,
+        lifecycle=app.state.lifecycle,
+        drain_s=settings.shutdown_drain_s,
+        grace_s=settings.shutdown_grace_s,
+    )
+    server.run()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise CommandError when `host:port` cannot be bound, before any start-up work is done."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise CommandError(f"Cannot listen on {host!r}: {error.strerror}.") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        # The same option uvicorn sets, so that a port in TIME_WAIT is not reported as busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise CommandError(
+                f"Cannot listen on {host}:{port}: {error.strerror}. Another process may use the "
+                "port: pick another with --port or VISIONCRAFT_PORT."
+            ) from None
 
 
 def command_migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -473,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             handler = ASYNC_COMMANDS[(args.command, getattr(args, f"{args.command}_command", None))]
             asyncio.run(handler(settings, args))
-    except (ServiceError, CommandError) as error:
+    except (ServiceError, CommandError, DatabaseNotMigratedError) as error:
         print(f"error: {getattr(error, 'detail', error)}", file=sys.stderr)
         return 1
     except ValidationError as error:

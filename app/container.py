@@ -43,6 +43,8 @@ class Services:
     meter_provider: MeterProvider
     tracer_provider: TracerProvider
     engine: AsyncEngine
+    # One connection of its own for the health check, so a busy pool never fails readiness.
+    health_engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: ImageStore
     accounts: AccountService
@@ -68,6 +70,7 @@ class Services:
         await self.store.aclose()
         await self.limit_store.aclose()
         await self.engine.dispose()
+        await self.health_engine.dispose()
 
 
 def build_backends(
@@ -231,6 +234,8 @@ def build_services(
         meter_provider=meter_provider,
         tracer_provider=tracer_provider,
         engine=engine,
+        # Without pre-ping: the check's own query is the ping, and a pre-ping would double it.
+        health_engine=create_engine(settings.resolved_database_url, pool_size=1, pre_ping=False),
         sessions=sessions,
         store=store,
         accounts=AccountService(sessions, plans, credits),

@@ -6,112 +6,44 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 from opentelemetry.sdk.metrics.export import MetricReader
 
 from app import __version__
-from app.accounts.credits import stale_cutoff
-from app.accounts.service import DEFAULT_PLAN, INTERNAL_PLAN
 from app.api import account, admin, billing, demo, images, keys, monitoring, plans
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import RequestContextMiddleware, StartingGateMiddleware
 from app.api.problems import install_problem_handlers
 from app.api.telemetry import UNOBSERVED_PATHS, fastapi_telemetry, http_views
 from app.container import Services, build_services
-from app.errors import ServiceError
+from app.health_checks import register_health_checks
 from app.settings import Settings, get_settings
-from app.storage.database import is_database_current, migrate
-from app.storage.tables import utc_now
+from app.startup import StartupRunner
 from app.web.install import install_web
 from app.web.security import SecurityHeadersMiddleware
 from app.web.sessions import BrowserSessionMiddleware
 from telemetry import ServiceIdentity, Telemetry, register_process_metrics
+from telemetry.health import HealthChecker
+from telemetry.health_checks import memory_limit_bytes
+from telemetry.health_document import ServiceDescription, SystemProbe
+from telemetry.lifecycle import Lifecycle
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-RETENTION_INTERVAL_S = 3600.0
-STALE_RESERVATION_SWEEP_S = 60.0
-BILLING_FIGURES_REFRESH_S = 60.0
+API_VERSION = "1"
+SERVICE_NAME = "visioncraft"
+SERVICE_DESCRIPTION = "VisionCraftAI image generation API"
+# How long the lifespan waits for the first start-up attempt before it lets the server listen.
+# Past that, start-up goes on in the background while readiness responds with 503.
+FIRST_STARTUP_ATTEMPT_WAIT_S = 10.0
+# Closing connections gets what is left of the shutdown grace, but at least this much.
+MIN_CLOSE_S = 1.0
 # Stripe's events can outgrow the JSON body limit (an invoice with many lines), and a 413
 # would make Stripe retry an event that can never fit.
 WEBHOOK_MAX_BODY_BYTES = 1024 * 1024
-SERVICE_NAME = "visioncraft"
 # Signed image URLs carry a signature that grants access to the image until it expires.
 SECRET_QUERY_PARAMETERS = ("signature",)
-
-
-async def prepare_database(services: Services) -> None:
-    """Migrate in development; in production only check, because a Job runs `visioncraft migrate`."""
-    settings = services.settings
-    if not settings.is_production:
-        await migrate(settings.resolved_database_url)
-    elif not await is_database_current(services.engine):
-        logger.error("the database is not at the newest migration: run `visioncraft migrate`")
-    # The local admin account never hits a limit in development. In production it starts as
-    # a free account like any other, until an operator changes its plan.
-    await services.accounts.ensure_local_account(
-        plan=DEFAULT_PLAN if settings.is_production else INTERNAL_PLAN
-    )
-
-
-async def check_image_store(services: Services) -> None:
-    """Log an error naming the setting to fix when the image store cannot be used.
-
-    The service still starts, so that it recovers without a restart once the store works; until
-    then every call that reads or writes image bytes fails with the same error.
-    """
-    try:
-        await services.store.check()
-    except ServiceError as error:
-        logger.error("the %s image store is not usable: %s", services.store.name, error.detail)
-
-
-async def delete_expired_images_forever(services: Services) -> None:
-    """Delete images past IMAGE_RETENTION_DAYS now and then every hour."""
-    retention = timedelta(days=services.settings.image_retention_days)
-    while True:
-        try:
-            await services.generation.delete_expired_images(utc_now() - retention)
-        except Exception:  # the next round retries; a failed sweep must not stop the service
-            logger.exception("deleting expired images failed")
-        await asyncio.sleep(RETENTION_INTERVAL_S)
-
-
-async def release_stale_reservations(services: Services) -> int:
-    """Refund credit reservations too old to belong to any request still running."""
-    settings = services.settings
-    cutoff = stale_cutoff(
-        utc_now(),
-        request_timeout_s=settings.request_timeout_s,
-        margin_s=settings.stale_reservation_margin_s,
-    )
-    return await services.credits.release_stale(cutoff)
-
-
-async def release_stale_reservations_forever(services: Services) -> None:
-    """Release stale reservations and delete ended browser sessions every minute."""
-    while True:
-        await asyncio.sleep(STALE_RESERVATION_SWEEP_S)
-        try:
-            await release_stale_reservations(services)
-            await services.browser_sessions.delete_expired()
-        except Exception:  # the next round retries; a failed sweep must not stop the service
-            logger.exception("releasing stale credit reservations or ended sessions failed")
-
-
-async def refresh_billing_figures_forever(services: Services) -> None:
-    """Reread MRR and subscription counts for the billing gauges now and every minute."""
-    processor = services.billing.processor
-    if processor is None:
-        return
-    while True:
-        try:
-            await processor.refresh_figures()
-        except Exception:  # the next round retries; a failed refresh must not stop the service
-            logger.exception("refreshing the billing figures failed")
-        await asyncio.sleep(BILLING_FIGURES_REFRESH_S)
 
 
 def build_telemetry(settings: Settings, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
@@ -129,56 +61,83 @@ def build_telemetry(settings: Settings, metric_readers: Sequence[MetricReader] =
     return telemetry
 
 
+def install_health(app: FastAPI, services: Services, telemetry: Telemetry) -> None:
+    """Put the serving phase, the health checker with the app's checks and the facts that the
+    health report shows admins on `app.state`."""
+    settings = services.settings
+    limit_bytes = memory_limit_bytes()
+    checker = HealthChecker(
+        cache_s=settings.health_cache_s, meter_provider=telemetry.meter_provider
+    )
+    register_health_checks(checker, services, telemetry, memory_limit_bytes=limit_bytes)
+    app.state.lifecycle = Lifecycle()
+    app.state.health = checker
+    app.state.service_description = describe_service(telemetry)
+    app.state.system_probe = SystemProbe(settings.data_dir, memory_limit_bytes=limit_bytes)
+
+
+def describe_service(telemetry: Telemetry) -> ServiceDescription:
+    instance = telemetry.resource.attributes.get("service.instance.id", "")
+    return ServiceDescription(
+        version=API_VERSION,
+        release_id=__version__,
+        service_id=f"{SERVICE_NAME}/{instance}",
+        description=SERVICE_DESCRIPTION,
+    )
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     telemetry: Telemetry = app.state.telemetry
+    settings = services.settings
     telemetry.start()
-    if services.settings.is_production and services.settings.metrics_token is None:
+    if settings.is_production and settings.metrics_token is None:
         logger.warning(
             "VISIONCRAFT_METRICS_TOKEN is unset: /metrics answers anyone who reaches it. "
             "Set a token, or keep /metrics off the public ingress"
         )
-    await prepare_database(services)
-    await check_image_store(services)
-    if services.settings.is_production and services.settings.redis_url is None:
+    if settings.is_production and settings.redis_url is None:
         logger.warning(
             "VISIONCRAFT_REDIS_URL is unset: each replica keeps its own rate limits, so the "
             "limits multiply with the replica count; set it to share them"
         )
-    app.state.demo_account_id = (await services.accounts.ensure_demo_account()).id
-    await release_stale_reservations(services)
-
     if not services.billing.is_configured:
         logger.info(
             "billing is off: set %s to turn it on",
             " and ".join(services.billing.missing_settings),
         )
-    retention_task = asyncio.create_task(delete_expired_images_forever(services))
-    sweep_task = asyncio.create_task(release_stale_reservations_forever(services))
-    figures_task = asyncio.create_task(refresh_billing_figures_forever(services))
-    logger.info(
-        "VisionCraftAI %s started: backend %s, database %s, image store %s",
-        __version__,
-        services.settings.resolved_backend.value,
-        services.engine.url.get_backend_name(),
-        services.store.name,
+    startup = StartupRunner(
+        services, app.state, lifecycle=app.state.lifecycle, checker=app.state.health
     )
+    startup.start()
+    await startup.wait_for_first_attempt(FIRST_STARTUP_ATTEMPT_WAIT_S)
     try:
         yield
     finally:
-        for task in (retention_task, sweep_task, figures_task):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        still_running = await services.generation.wait_for_in_flight(
-            services.settings.request_timeout_s
-        )
-        if still_running:
-            logger.warning("stopping with %s generations still running", still_running)
-        await services.aclose()
-        logger.info("VisionCraftAI stopped")
-        await asyncio.to_thread(telemetry.shutdown, services.settings.telemetry_flush_s)
+        await shut_down(app, startup)
+
+
+async def shut_down(app: FastAPI, startup: StartupRunner) -> None:
+    """Let generations in flight finish within the grace, close everything, flush telemetry."""
+    services: Services = app.state.services
+    lifecycle: Lifecycle = app.state.lifecycle
+    settings = services.settings
+    await startup.stop()
+    remaining_s = lifecycle.grace_remaining_s(settings.shutdown_grace_s)
+    still_running = await services.generation.wait_for_in_flight(remaining_s)
+    if still_running:
+        logger.warning("stopping with %s generations still running", still_running)
+    await app.state.health.aclose()
+    try:
+        # Closing connections takes milliseconds, but a database that stopped responding must not
+        # keep the process past its budget.
+        async with asyncio.timeout(max(lifecycle.grace_remaining_s(0.0), MIN_CLOSE_S)):
+            await services.aclose()
+    except TimeoutError:
+        logger.warning("closing the database, Redis and image store connections timed out")
+    logger.info("VisionCraftAI stopped")
+    await asyncio.to_thread(app.state.telemetry.shutdown, settings.telemetry_flush_s)
 
 
 def create_app(
@@ -205,6 +164,7 @@ def create_app(
     )
     app.state.services = services
     app.state.telemetry = telemetry
+    install_health(app, services, telemetry)
     app.state.public_base_url = settings.resolved_public_base_url
     app.state.rejection_recorder = services.account_metrics.record_rejection
     install_problem_handlers(app)
@@ -217,11 +177,17 @@ def create_app(
     app.include_router(monitoring.router)
     install_web(app, settings)
 
-    # Innermost of the three: it reads the database, so it runs with the request id set.
+    # Middleware added first runs innermost. The session middleware reads the database, so it
+    # sits inside the starting gate, which answers 503 until start-up has reached the database.
     app.add_middleware(
         BrowserSessionMiddleware,
         sessions=services.browser_sessions,
         trusted_proxies=settings.trusted_proxies,
+    )
+    app.add_middleware(
+        StartingGateMiddleware,
+        lifecycle=app.state.lifecycle,
+        open_paths=monitoring.MONITORING_PATHS,
     )
     app.add_middleware(
         RequestContextMiddleware,

@@ -241,6 +241,46 @@ class Settings(BaseSettings):
     telemetry_flush_s: float = Field(
         3.0, ge=0, description="At shutdown, seconds to flush telemetry before dropping it."
     )
+    shutdown_drain_s: float = Field(
+        5.0,
+        ge=0,
+        description="After SIGTERM, seconds to keep serving while readiness answers 503.",
+    )
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="After the drain, seconds that requests and generations in flight get to finish.",
+    )
+    health_cache_s: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a health report is reused before the checks run again.",
+    )
+    health_check_timeout_s: float = Field(
+        2.0, gt=0, description="Timeout of each health check, seconds."
+    )
+    health_disk_free_warn_mb: float = Field(
+        1000.0,
+        ge=0,
+        description="The disk check warns below this much free space in DATA_DIR, MB.",
+    )
+    health_disk_free_fail_mb: float = Field(
+        200.0,
+        ge=0,
+        description="The disk check fails below this much free space in DATA_DIR, MB.",
+    )
+    health_memory_warn_percent: float = Field(
+        85.0,
+        gt=0,
+        le=100,
+        description="The memory check warns above this share of the memory limit, percent.",
+    )
+    health_memory_fail_percent: float = Field(
+        95.0,
+        gt=0,
+        le=100,
+        description="The memory check fails above this share of the memory limit, percent.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -268,6 +308,21 @@ class Settings(BaseSettings):
     def _require_bucket_for_gcs(self) -> Settings:
         if self.image_store is ImageStoreName.GCS and not self.gcs_bucket:
             raise ValueError(GCS_BUCKET_MISSING)
+        return self
+
+    @model_validator(mode="after")
+    def _order_health_thresholds(self) -> Settings:
+        if self.health_disk_free_fail_mb > self.health_disk_free_warn_mb:
+            raise ValueError(
+                f"VISIONCRAFT_HEALTH_DISK_FREE_FAIL_MB ({self.health_disk_free_fail_mb:g}) must not "
+                f"be above VISIONCRAFT_HEALTH_DISK_FREE_WARN_MB ({self.health_disk_free_warn_mb:g})"
+            )
+        if self.health_memory_warn_percent > self.health_memory_fail_percent:
+            raise ValueError(
+                f"VISIONCRAFT_HEALTH_MEMORY_WARN_PERCENT ({self.health_memory_warn_percent:g}) must "
+                f"not be above VISIONCRAFT_HEALTH_MEMORY_FAIL_PERCENT "
+                f"({self.health_memory_fail_percent:g})"
+            )
         return self
 
     @field_validator("upstream_cost_per_image_usd")

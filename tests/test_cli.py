@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -283,3 +284,16 @@ def test_set_password_stores_only_a_hash(tmp_path: Path) -> None:
     assert "correct horse" not in stored
     assert verify_password("correct horse battery", stored)
     assert not verify_password("correct horse battery!", stored)
+
+
+def test_serve_on_busy_port_says_so(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(tmp_path, "serve", "--port", str(port), check=False)
+
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port or VISIONCRAFT_PORT" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -59,6 +59,9 @@ class ServerProcess:
                 "VISIONCRAFT_PORT": str(self.port),
                 "VISIONCRAFT_LOG_LEVEL": "WARNING",
                 "VISIONCRAFT_IMAGE_BACKEND": "demo",
+                # SIGTERM stops the server without the drain, so these tests keep their timing;
+                # test_shutdown.py covers the drain.
+                "VISIONCRAFT_SHUTDOWN_DRAIN_S": "0",
             }
         )
         env.update(variables)

@@ -322,6 +322,10 @@ class RedisLimitStore:
             return 0
         return int(value) if value is not None else 0
 
+    async def ping(self) -> None:
+        """Make one round trip to Redis; raise the client's error when it fails."""
+        await self._client.ping()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

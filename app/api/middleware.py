@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,11 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.limits import RateDecision
 from app.api.problems import id_headers, problem_body
+from telemetry.lifecycle import Lifecycle
 from telemetry.logs import request_id_var
 
 logger = logging.getLogger("visioncraft.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+STARTING_RETRY_AFTER_S = 5
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -102,6 +105,25 @@ def rate_limit_headers(decision: RateDecision) -> list[tuple[bytes, bytes]]:
         (b"x-ratelimit-remaining-requests", str(tightest.remaining).encode()),
         (b"x-ratelimit-reset-requests", format_duration(tightest.reset_s).encode()),
     ]
+
+
+async def send_problem(
+    send: Send, body: dict[str, Any], *, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Send a problem+json response from ASGI middleware, with its status from `body`."""
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": body["status"],
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def new_request_id() -> str:
@@ -210,19 +232,7 @@ class RequestContextMiddleware:
     async def _send_too_large(scope: Scope, send: Send, max_body_bytes: int) -> None:
         detail = body_too_large_detail(max_body_bytes)
         body = problem_body(Request(scope), status=413, code="request_too_large", detail=detail)
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_problem(send, body, headers=[(b"connection", b"close")])
 
     @staticmethod
     def _log(scope: Scope, status: int, started: float, request_id: str) -> None:
@@ -241,4 +251,38 @@ class RequestContextMiddleware:
                 "duration_ms": round(duration_ms, 2),
                 "request_id": request_id,
             },
+        )
+
+
+class StartingGateMiddleware:
+    """Responds with 503 `service_starting` until start-up has finished, except on `open_paths`.
+
+    Kubernetes sends no traffic before readiness passes, but a client that calls a pod directly
+    gets a clear response instead of an error from a database that is not migrated yet. After
+    start-up, each request costs one attribute read.
+    """
+
+    def __init__(self, app: ASGIApp, *, lifecycle: Lifecycle, open_paths: Iterable[str]) -> None:
+        self.app = app
+        self.lifecycle = lifecycle
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.lifecycle.is_starting
+            or scope["path"] in self.open_paths
+        ):
+            await self.app(scope, receive, send)
+            return
+        body = problem_body(
+            Request(scope),
+            status=503,
+            code="service_starting",
+            title="Service starting",
+            detail="The service is still starting: it waits for its database or its image "
+            f"backend. Retry in {STARTING_RETRY_AFTER_S} seconds.",
+        )
+        await send_problem(
+            send, body, headers=[(b"retry-after", str(STARTING_RETRY_AFTER_S).encode())]
         )

@@ -1,24 +1,61 @@
-"""Metrics routes: Prometheus at `/metrics` and the same numbers as JSON under the API.
+"""Monitoring routes: Kubernetes probes, the health report and the metrics.
 
-Both need `Authorization: Bearer METRICS_TOKEN` when that setting is set. Prometheus sends it
-with the `authorization` option of its scrape config.
+- `liveness` responds with 200 whenever the process and its event loop run. It checks no
+  dependency, so an outage of the database does not make Kubernetes restart every pod.
+- `readiness` responds with 200 while the process serves and every critical check passes, else
+  with 503 naming what fails. It reads the cached health report and does not wait for a refresh.
+- `health` is the report in the IETF health check format; admins see the details.
+- `/metrics` is Prometheus's, and `metrics` the same numbers as JSON. Both need
+  `Authorization: Bearer METRICS_TOKEN` when that setting is set; Prometheus sends it with the
+  `authorization` option of its scrape config.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.accounts.keys import Scope
 from app.api.deps import ServicesDep, bearer_token
+from app.api.telemetry import LIVENESS_PATH, READINESS_PATH
 from app.errors import AuthenticationError
 from telemetry import Telemetry, render_exposition, render_json
+from telemetry.health import HealthChecker, HealthReport
+from telemetry.health_document import (
+    HEALTH_MEDIA_TYPE,
+    ServiceDescription,
+    SystemProbe,
+    brief_document,
+    detailed_document,
+)
+from telemetry.lifecycle import Lifecycle, ServingPhase
 
 router = APIRouter(tags=["monitoring"])
 api_router = APIRouter(prefix="/monitoring", tags=["monitoring"])
+
+HEALTH_PATH = "/api/v1/monitoring/health"
+JSON_METRICS_PATH = "/api/v1/monitoring/metrics"
+# Routes that work while the service is still starting.
+MONITORING_PATHS = frozenset(
+    {"/metrics", LIVENESS_PATH, READINESS_PATH, HEALTH_PATH, JSON_METRICS_PATH}
+)
+NO_STORE = {"Cache-Control": "no-store"}
+PASS_BODY = b'{"status":"pass"}'
+ADMIN_NOTE = (
+    "Observed values, versions and system facts need an API key with the admin scope of an "
+    "admin account."
+)
+PHASE_OUTPUT = {
+    ServingPhase.STARTING: "starting",
+    ServingPhase.DRAINING: "draining: the process is shutting down",
+    ServingPhase.STOPPING: "stopping: the process is shutting down",
+}
 
 
 def get_telemetry(request: Request) -> Telemetry:
@@ -58,3 +95,95 @@ async def prometheus_metrics(request: Request, telemetry: TelemetryDep) -> Respo
 async def json_metrics(telemetry: TelemetryDep) -> dict[str, Any]:
     """Return every metric family with its samples, named and labelled as on `/metrics`."""
     return await asyncio.to_thread(render_json, telemetry.prometheus_registry)
+
+
+def health_response(document: dict[str, Any], status_code: int) -> Response:
+    return Response(
+        content=json.dumps(document),
+        status_code=status_code,
+        media_type=HEALTH_MEDIA_TYPE,
+        headers=NO_STORE,
+    )
+
+
+@api_router.get("/liveness", response_class=Response)
+async def liveness() -> Response:
+    """Return 200 while the process and its event loop run; no dependency is checked."""
+    return Response(content=PASS_BODY, media_type=HEALTH_MEDIA_TYPE, headers=NO_STORE)
+
+
+@api_router.get("/readiness", response_class=Response)
+async def readiness(request: Request) -> Response:
+    """Return 200 while serving with every critical check passing; 503 names what fails."""
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    checker: HealthChecker = request.app.state.health
+    if not lifecycle.is_serving:
+        problem = lifecycle.startup_problem if lifecycle.is_starting else None
+        output = PHASE_OUTPUT[lifecycle.phase]
+        if problem is not None:
+            output = f"starting: waiting for the {problem.component}"
+        failing = [problem.component] if problem is not None else []
+        return health_response({"status": "fail", "output": output, "failing": failing}, 503)
+    report = checker.latest
+    if report is None:
+        report = await checker.report()
+    elif not checker.is_fresh(report):
+        checker.refresh_in_background()
+    failing = list(report.failing_critical)
+    if failing:
+        output = f"critical checks fail: {', '.join(failing)}"
+        return health_response({"status": "fail", "output": output, "failing": failing}, 503)
+    return Response(content=PASS_BODY, media_type=HEALTH_MEDIA_TYPE, headers=NO_STORE)
+
+
+@api_router.get("/health", response_class=Response)
+async def health(request: Request, services: ServicesDep) -> Response:
+    """Return the health report: each check's status, and for admins the details.
+
+    Pass and warn return 200, fail returns 503.
+    """
+    checker: HealthChecker = request.app.state.health
+    report = await checker.report()
+    notes = _phase_notes(request.app.state.lifecycle)
+    is_admin, auth_note = await _caller_is_admin(request, services)
+    if auth_note:
+        notes.append(auth_note)
+    if is_admin:
+        document = await _detailed(request, checker, report, notes)
+    else:
+        document = brief_document(report, notes=[*notes, ADMIN_NOTE])
+    return health_response(document, 503 if document["status"] == "fail" else 200)
+
+
+async def _detailed(
+    request: Request, checker: HealthChecker, report: HealthReport, notes: list[str]
+) -> dict[str, Any]:
+    probe: SystemProbe = request.app.state.system_probe
+    service: ServiceDescription = request.app.state.service_description
+    system = await checker.run_blocking(probe.read)
+    return detailed_document(report, service=service, system=system, notes=notes)
+
+
+def _phase_notes(lifecycle: Lifecycle) -> list[str]:
+    if lifecycle.is_serving:
+        return []
+    problem = lifecycle.startup_problem if lifecycle.is_starting else None
+    if problem is not None:
+        return [f"starting: waiting for the {problem.component}"]
+    return [PHASE_OUTPUT[lifecycle.phase]]
+
+
+async def _caller_is_admin(request: Request, services: ServicesDep) -> tuple[bool, str | None]:
+    """Tell whether the request carries an admin's key with the admin scope.
+
+    No key means an anonymous caller; a bad key is a 401 as on every route. When the database
+    cannot check the key, the caller gets the brief report and a note that explains why.
+    """
+    token = bearer_token(request)
+    if token is None:
+        return False, None
+    try:
+        principal = await services.keys.authenticate(token)
+    except (SQLAlchemyError, OSError):
+        return False, "The API key could not be checked because the database is unavailable."
+    return Scope.ADMIN in principal.scopes and principal.role == "admin", None

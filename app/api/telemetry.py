@@ -16,10 +16,10 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 
 from telemetry import Telemetry
 
+LIVENESS_PATH = "/api/v1/monitoring/liveness"
+READINESS_PATH = "/api/v1/monitoring/readiness"
 # Scrapes and probes come every few seconds; spans and latency series of them tell nothing.
-UNOBSERVED_PATHS = frozenset(
-    {"/metrics", "/api/v1/monitoring/liveness", "/api/v1/monitoring/readiness"}
-)
+UNOBSERVED_PATHS = frozenset({"/metrics", LIVENESS_PATH, READINESS_PATH})
 # FastAPI's boundaries stop at 10 s; generations run up to REQUEST_TIMEOUT_S (90 s by default).
 HTTP_DURATION_BUCKETS_S = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

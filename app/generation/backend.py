@@ -64,6 +64,13 @@ class ImageBackend(Protocol):
         """Return the models this backend offers, the default one first."""
         ...
 
+    async def prepare(self) -> None:
+        """Set up what the first call needs; raise UpstreamUnavailableError when it cannot work.
+
+        It never calls the paid API: it only builds clients and reads credentials.
+        """
+        ...
+
     async def generate(self, spec: ImageSpec) -> BackendResult: ...
 
     async def aclose(self) -> None: ...

@@ -67,6 +67,9 @@ class DemoBackend:
             )
         ]
 
+    async def prepare(self) -> None:
+        return None
+
     async def generate(self, spec: ImageSpec) -> BackendResult:
         images = []
         for index in range(spec.count):

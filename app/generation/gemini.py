@@ -139,6 +139,10 @@ class GeminiBackend:
         self._record_call("success")
         return result
 
+    async def prepare(self) -> None:
+        """Build the SDK client now, so that missing credentials show at start, not on a call."""
+        await self._get_client()
+
     async def aclose(self) -> None:
         """Close the SDK client's connections, if a client was built."""
         client, self._client = self._client, None

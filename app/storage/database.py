@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,15 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Create the engine; on SQLite turn on WAL, foreign keys and a busy timeout per connection."""
+def create_engine(url: str, *, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+    """Create the engine; on SQLite turn on WAL, foreign keys and a busy timeout per connection.
+
+    `pre_ping` tests each pooled PostgreSQL connection before use, at the cost of a round trip.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
         )
 
     if parsed.database and parsed.database != ":memory:":
@@ -77,14 +81,59 @@ def upgrade_database(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-async def is_database_current(engine: AsyncEngine) -> bool:
-    """Tell whether the database is at the newest migration."""
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+class DatabaseNotMigratedError(RuntimeError):
+    """The database is older than this release: `visioncraft migrate` has not run yet."""
+
+    def __init__(self, current: str | None, head: str) -> None:
+        super().__init__(
+            f"the database is at migration {current or '(none)'}, but this release needs {head}: "
+            "run `visioncraft migrate`"
+        )
+        self.current = current
+        self.head = head
+
+
+@functools.cache
+def _migration_script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
+def migration_head() -> str:
+    """Return the newest migration of this release (reads the migration files once)."""
+    head = _migration_script().get_current_head()
+    assert head is not None, "the migrations folder has no revision"
+    return head
+
+
+def check_revision(current: str | None) -> bool:
+    """Raise DatabaseNotMigratedError when `current` is behind this release's newest migration.
+
+    Return True when the database is at the newest migration, and False when it is at a
+    revision this release does not know: a newer release has migrated it already. An older
+    replica then keeps serving during the rollout, which assumes that each migration keeps the
+    previous release working.
+    """
+    head = migration_head()
+    if current == head:
+        return True
+    known = {script.revision for script in _migration_script().walk_revisions()}
+    if current is None or current in known:
+        raise DatabaseNotMigratedError(current, head)
+    return False
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """Return the database's migration revision, or None before the first migration."""
     async with engine.connect() as connection:
-        current = await connection.run_sync(
+        revision: str | None = await connection.run_sync(
             lambda sync: MigrationContext.configure(sync).get_current_revision()
         )
-    return bool(current == head)
+    return revision
+
+
+async def is_database_current(engine: AsyncEngine) -> bool:
+    """Tell whether the database is at the newest migration."""
+    return await current_revision(engine) == migration_head()
 
 
 async def migrate(url: str) -> None:

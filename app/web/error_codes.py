@@ -317,6 +317,12 @@ _UNSORTED_CODES: tuple[ErrorCode, ...] = (
         N_("Retry later; if it persists, tell the operator, because the detail names the setting."),
     ),
     ErrorCode(
+        "service_starting",
+        "503",
+        N_("The server is still starting and waits for its database or image backend."),
+        N_("Retry after the seconds in the Retry-After header."),
+    ),
+    ErrorCode(
         "backend_timeout",
         "504",
         N_("The image backend did not answer in time."),
