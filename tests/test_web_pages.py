@@ -365,3 +365,17 @@ def test_body_too_large_response_has_nosniff(client: TestClient) -> None:
 
     assert response.status_code == 413
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_pricing_path_leads_to_pricing_section(client: TestClient) -> None:
+    response = client.get("/pricing", follow_redirects=False)
+
+    assert response.status_code == 302
+    assert response.headers["location"] == "/#pricing"
+
+
+def test_pricing_credits_have_separators(client: TestClient) -> None:
+    table = _pricing_table(_page(client, "/?lang=en"))
+
+    assert "15,000" in table
+    assert "1,000" in table

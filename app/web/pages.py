@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from babel.numbers import format_decimal
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.exceptions import HTTPException
 
 from app.api.deps import ServicesDep
@@ -72,7 +79,14 @@ async def landing(request: Request, site: SiteDep, services: ServicesDep) -> HTM
         demo_offer_name=_("Free demo"),
         currency=services.settings.currency,
     )
-    prices = [(plan, format_price(plan.price, locale, plan.currency)) for plan in plans]
+    prices = [
+        (
+            plan,
+            format_price(plan.price, locale, plan.currency),
+            format_decimal(plan.credits, locale=locale) if plan.credits is not None else "—",
+        )
+        for plan in plans
+    ]
     return site.renderer.render(
         request,
         "landing.html",
@@ -83,6 +97,12 @@ async def landing(request: Request, site: SiteDep, services: ServicesDep) -> HTM
             "json_ld": json_ld,
         },
     )
+
+
+@router.get("/pricing", include_in_schema=False)
+async def pricing() -> RedirectResponse:
+    """Send the `purchase_url` of a 402 answer to the landing page's pricing section."""
+    return RedirectResponse("/#pricing", status_code=302)
 
 
 @router.get("/generate", response_class=HTMLResponse)
