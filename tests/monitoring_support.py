@@ -184,7 +184,7 @@ class StackTraffic:
         gemini.reply_when_prompt_contains(BLOCKED_PROMPT, blocked_prompt())
         # The local account has no credit limit; the buyers of each round have credits.
         self.auth = bearer(create_key(settings))
-        add_plan(settings, "empty", credits_per_image_1k=1)
+        add_plan(settings, "empty", monthly_credits=0)
         _, broke_token = create_account_key(settings, "broke@example.com", plan="empty")
         self.broke_auth = bearer(broke_token)
         with_services(settings, sync_stripe)
