@@ -183,7 +183,9 @@ def build_services(
         trace_statements(engine, tracer_provider)
     sessions = create_session_factory(engine)
     store = build_store(settings)
-    account_metrics = AccountMetrics(meter_provider)
+    account_metrics = AccountMetrics(
+        meter_provider, daily_spend_cap_usd=settings.daily_spend_cap_usd
+    )
     plans = PlanCatalog(sessions)
     credits = CreditService(
         sessions,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_tool
+from monitoring_support import dashboard_panels
 
 from app.settings import Settings
 
@@ -232,9 +232,12 @@ def test_grafana_provisioning_matches_stack(compose: dict[str, Any]) -> None:
     dashboards_folder = providers["providers"][0]["options"]["path"]
     assert Path(mounts[dashboards_folder]) == grafana_root / "dashboards"
     for path in (grafana_root / "dashboards").glob("*.json"):
-        dashboard = json.loads(path.read_text())
-        for panel in dashboard["panels"]:
+        for panel in dashboard_panels(path):
+            if panel["type"] == "row":
+                continue
             assert panel["datasource"]["uid"] in uids, f"{path.name}: {panel['title']}"
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] in uids, f"{path.name}: {panel['title']}"
 
 
 def test_dockerfile_passes_hadolint() -> None:

@@ -7,9 +7,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
-from conftest import require_tool
+from conftest import make_settings, require_tool
+from monitoring_support import DASHBOARD, alert_rules, dashboard_panels, selectors
+
+from app.main import create_app
+from telemetry.health import HealthChecker
 
 ROOT = Path(__file__).resolve().parent.parent
 COLLECTOR_FILES = [ROOT / "otel-collector.yaml", ROOT / "deploy/otel-collector.gcp.yaml"]
@@ -113,8 +118,9 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
         check=False,
     )
 
+    rule_files = len(list((PROMETHEUS_ROOT / "rules").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+    assert f"SUCCESS: {rule_files} rule files found" in result.stdout + result.stderr
 
 
 def test_alert_rules_pass_their_tests() -> None:
@@ -135,29 +141,64 @@ def test_alert_rules_pass_their_tests() -> None:
 
 
 def test_every_alert_has_a_rule_test() -> None:
-    alerts = {
-        rule["alert"]
-        for path in (PROMETHEUS_ROOT / "rules").glob("*.yml")
-        for group in load_yaml(path)["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    }
-    tested = {
-        case["alertname"]
+    alerts = {rule["alert"] for _, rule in alert_rules()}
+    cases = [
+        case
         for path in (PROMETHEUS_ROOT / "tests").glob("*_test.yml")
         for test in load_yaml(path)["tests"]
         for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
-    }
+    ]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    silent = {case["alertname"] for case in cases if not case.get("exp_alerts")}
 
     assert alerts
-    assert alerts <= tested, f"alerts without a firing test: {sorted(alerts - tested)}"
+    assert alerts <= firing, f"alerts without a firing test: {sorted(alerts - firing)}"
+    assert alerts <= silent, (
+        f"alerts without a test where they stay silent: {sorted(alerts - silent)}"
+    )
+
+
+def test_readiness_alert_matches_critical_checks(tmp_path: Path) -> None:
+    checker: HealthChecker = create_app(make_settings(tmp_path)).state.health
+    rules = {rule["alert"]: rule for _, rule in alert_rules()}
+    not_ready = _check_matcher(rules["VisionCraftNotReady"]["expr"])
+    degraded = _check_matcher(rules["VisionCraftHealthCheckFailing"]["expr"])
+    critical = {check.key for check in checker.checks if check.critical}
+    others = {check.key for check in checker.checks if not check.critical} | {"redis:responseTime"}
+
+    assert critical == {"database:responseTime", "imageStore:responseTime"}
+    assert not_ready.op == promql_parser.MatchOp.Re
+    assert degraded.op == promql_parser.MatchOp.NotRe
+    assert not_ready.value == degraded.value
+    pattern = re.compile(f"^(?:{not_ready.value})$")
+    assert {key for key in critical | others if pattern.match(key)} == critical
+
+
+def _check_matcher(expr: str) -> promql_parser.Matcher:
+    (selector,) = selectors(expr)
+    (matcher,) = [matcher for matcher in selector.matchers.matchers if matcher.name == "check"]
+    return matcher
 
 
 def test_every_alert_explains_itself() -> None:
-    for path in (PROMETHEUS_ROOT / "rules").glob("*.yml"):
-        for group in load_yaml(path)["groups"]:
-            for rule in group["rules"]:
-                assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
-                assert rule["annotations"]["summary"], rule["alert"]
-                assert re.search(r"\w", rule["annotations"]["description"]), rule["alert"]
+    for _, rule in alert_rules():
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        assert re.search(r"\w", rule["annotations"]["description"]), rule["alert"]
+
+
+def test_dashboard_panels_fill_grid_once() -> None:
+    panels = dashboard_panels(DASHBOARD)
+    cells: dict[tuple[int, int], str] = {}
+    overlaps = []
+    for panel in panels:
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                if (x, y) in cells:
+                    overlaps.append(f"{panel['title']} over {cells[(x, y)]}")
+                cells[(x, y)] = panel["title"]
+
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    assert all(panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24 for panel in panels)
+    assert overlaps == []

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from conftest import bearer, create_account_key, make_settings
 from fastapi.testclient import TestClient
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from app.accounts.keys import KeyMode
+from app.accounts.metrics import AccountMetrics, DailySpend, utc_day
 from app.main import create_app
 from app.settings import Settings
 from fakes.gemini_api import TEST_API_KEY, FakeGeminiAPI, blocked_prompt, server_error
@@ -156,3 +158,64 @@ def test_daily_spend_cap_answers_503(
     assert rejections == [
         ({"http.response.status_code": 503, "error.code": "capacity_exceeded"}, 1)
     ]
+
+
+def test_spend_gauges_report_cap_and_today(
+    tmp_path: Path, fake_gemini: FakeGeminiAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two 1K images are estimated at 0.07 USD each.
+    with gemini_app_with(tmp_path, fake_gemini, monkeypatch, daily_spend_cap_usd=1.5) as app:
+        _, token = create_account_key(app.settings, "ann@example.com")
+        response = app.client.post(
+            GENERATIONS, json={"prompt": "a kite", "n": 2}, headers=bearer(token)
+        )
+        cap = app.metric_points("visioncraft.upstream.spend.cap")
+        today = app.metric_points("visioncraft.upstream.spend.today")
+
+    assert response.status_code == 200
+    assert cap == [({}, 1.5)]
+    assert [attributes for attributes, _ in today] == [{}]
+    assert today[0][1] == pytest.approx(0.14)
+
+
+def test_spend_today_absent_without_cap(
+    tmp_path: Path, fake_gemini: FakeGeminiAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with gemini_app_with(tmp_path, fake_gemini, monkeypatch, daily_spend_cap_usd=0) as app:
+        _, token = create_account_key(app.settings, "ann@example.com")
+        response = app.client.post(GENERATIONS, json={"prompt": "a kite"}, headers=bearer(token))
+        cap = app.metric_points("visioncraft.upstream.spend.cap")
+        today = app.metric_points("visioncraft.upstream.spend.today")
+
+    assert response.status_code == 200
+    assert cap == [({}, 0.0)]
+    assert today == []
+
+
+def _spend_today(reader: InMemoryMetricReader) -> list[float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return [
+        point.value
+        for resource_metrics in data.resource_metrics
+        for scope_metrics in resource_metrics.scope_metrics
+        for metric in scope_metrics.metrics
+        if metric.name == "visioncraft.upstream.spend.today"
+        for point in metric.data.data_points  # type: ignore[union-attr]
+    ]
+
+
+def test_spend_today_keeps_day_maximum() -> None:
+    reader = InMemoryMetricReader()
+    metrics = AccountMetrics(MeterProvider(metric_readers=[reader]), daily_spend_cap_usd=10)
+
+    metrics.record_spend_today(DailySpend(day="19990101", usd=3.0))
+    past_day = _spend_today(reader)
+    metrics.record_spend_today(DailySpend(day=utc_day(), usd=0.5))
+    # A limit store that failed open returns 0; the day's total cannot have gone down.
+    metrics.record_spend_today(DailySpend(day=utc_day(), usd=0.0))
+    metrics.record_spend_today(DailySpend(day="19990101", usd=9.0))
+    today = _spend_today(reader)
+
+    assert past_day == [0.0]
+    assert today == [0.5]

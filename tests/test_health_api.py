@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from datetime import datetime
 from pathlib import Path
@@ -205,6 +206,26 @@ def test_hanging_check_fails_readiness_not_liveness(tmp_path: Path) -> None:
     assert liveness.status_code == 200
     assert health.status_code == 503
     assert health.json()["checks"]["queue:responseTime"] == [{"status": "fail"}]
+
+
+def test_scrapes_refresh_health_status_gauge(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, health_cache_s=0.05)
+    failing = 'visioncraft_health_check_status{check="imageStore:responseTime",status="fail"} 1.0'
+    with TestClient(create_app(settings)) as client:
+        before = client.get("/metrics").text
+        # The image store check writes under health/; a file in that place makes it fail.
+        health_folder = settings.data_dir / "images" / "health"
+        shutil.rmtree(health_folder, ignore_errors=True)
+        health_folder.write_bytes(b"")
+        deadline = time.monotonic() + 10
+        after = client.get("/metrics").text
+        # No probe runs here: only the scrapes start new runs of the checks.
+        while failing not in after and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = client.get("/metrics").text
+
+    assert failing not in before
+    assert failing in after
 
 
 def test_probe_storm_makes_one_database_round_trip(database_url: str, tmp_path: Path) -> None:

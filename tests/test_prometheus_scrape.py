@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from conftest import LiveServer, create_key, free_port, make_settings, require_program
+from monitoring_support import PrometheusServer
 
 METRICS_TOKEN = "scrape-token-for-tests-81fa"
-UP_TIMEOUT_S = 20.0  # a fresh Prometheus reports its first `up == 1` after about 5-6 s
 
 
 @pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, LiveServer]]:
+def prometheus(tmp_path: Path) -> Iterator[tuple[PrometheusServer, LiveServer]]:
     """Our service with a METRICS_TOKEN, and a Prometheus that scrapes it every second."""
     binary = require_program("prometheus", "prometheus")
     settings = make_settings(tmp_path / "service", port=free_port(), metrics_token=METRICS_TOKEN)
@@ -35,47 +29,14 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, LiveServer]]:
             "    static_configs:\n"
             f"      - targets: ['127.0.0.1:{settings.port}']\n"
         )
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}", server
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+        with PrometheusServer(binary, config, tmp_path, free_port()) as prometheus:
+            yield prometheus, server
 
 
-def _query(base_url: str, promql: str) -> list[dict[str, Any]]:
-    url = f"{base_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own server
-            payload = json.load(response)
-    except OSError:
-        return []
-    result: list[dict[str, Any]] = payload["data"]["result"]
-    return result
-
-
-def _wait_for(base_url: str, promql: str) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + UP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        result = _query(base_url, promql)
-        if result:
-            return result
-        time.sleep(0.5)
-    return _query(base_url, promql)
-
-
-def test_prometheus_finds_http_and_genai_series(prometheus: tuple[str, LiveServer]) -> None:
-    base_url, server = prometheus
+def test_prometheus_finds_http_and_genai_series(
+    prometheus: tuple[PrometheusServer, LiveServer],
+) -> None:
+    prometheus_server, server = prometheus
     key = create_key(server.settings)
     response = httpx.post(
         f"{server.base_url}/api/v1/images/generations",
@@ -85,12 +46,11 @@ def test_prometheus_finds_http_and_genai_series(prometheus: tuple[str, LiveServe
     )
     assert response.status_code == 200
 
-    up = _wait_for(base_url, 'up{job="visioncraft"} == 1')
-    http = _wait_for(
-        base_url,
-        'http_server_request_duration_seconds_count{http_route="/api/v1/images/generations"}',
+    up = prometheus_server.wait_for('up{job="visioncraft"} == 1')
+    http = prometheus_server.wait_for(
+        'http_server_request_duration_seconds_count{http_route="/api/v1/images/generations"}'
     )
-    genai = _wait_for(base_url, "gen_ai_client_operation_duration_seconds_count")
+    genai = prometheus_server.wait_for("gen_ai_client_operation_duration_seconds_count")
 
     assert len(up) == 1
     assert http[0]["metric"]["http_request_method"] == "POST"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from app.accounts.credits import CreditService, Reservation
 from app.accounts.keys import Principal
 from app.accounts.limits import LimitStore
-from app.accounts.metrics import AccountMetrics
+from app.accounts.metrics import AccountMetrics, DailySpend, utc_day
 from app.accounts.plans import PlanCatalog, PlanInfo
 from app.accounts.ratelimit import DAY_S, seconds_until_utc_midnight
 from app.errors import (
@@ -185,10 +185,11 @@ class GenerationGate:
         cost_usd = self._settings.cost_per_image_usd[generation.image_size] * generation.image_count
         cap_usd = self._settings.daily_spend_cap_usd
         if cap_usd > 0:
-            day = time.strftime("%Y%m%d", time.gmtime())
+            day = utc_day()
             counted = await self._store.add_capped(
                 f"spend:{day}", round(cost_usd * MICRO_USD), round(cap_usd * MICRO_USD), DAY_S
             )
+            self._metrics.record_spend_today(DailySpend(day=day, usd=counted.value / MICRO_USD))
             if not counted.accepted:
                 if self._cap_warned_on != day:  # once a day, not once per refused request
                     self._cap_warned_on = day

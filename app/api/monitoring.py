@@ -79,10 +79,24 @@ async def require_metrics_token(request: Request, services: ServicesDep) -> None
 
 
 TelemetryDep = Annotated[Telemetry, Depends(get_telemetry)]
+
+
+async def refresh_health_metrics(request: Request) -> None:
+    """Start a run of the health checks when their report is stale, without waiting for it.
+
+    The health check gauges show the latest report, and without probes (Docker Compose has
+    none) nothing else would refresh it. A scrape therefore shows the report that the previous
+    scrape started, or a newer one.
+    """
+    checker: HealthChecker = request.app.state.health
+    checker.refresh_in_background()
+
+
 MetricsReader = Depends(require_metrics_token)
+HealthRefresh = Depends(refresh_health_metrics)
 
 
-@router.get("/metrics", include_in_schema=False, dependencies=[MetricsReader])
+@router.get("/metrics", include_in_schema=False, dependencies=[MetricsReader, HealthRefresh])
 async def prometheus_metrics(request: Request, telemetry: TelemetryDep) -> Response:
     """Return the Prometheus exposition, or OpenMetrics when the Accept header names it."""
     body, content_type = await asyncio.to_thread(
@@ -91,7 +105,7 @@ async def prometheus_metrics(request: Request, telemetry: TelemetryDep) -> Respo
     return Response(content=body, media_type=content_type)
 
 
-@api_router.get("/metrics", dependencies=[MetricsReader])
+@api_router.get("/metrics", dependencies=[MetricsReader, HealthRefresh])
 async def json_metrics(telemetry: TelemetryDep) -> dict[str, Any]:
     """Return every metric family with its samples, named and labelled as on `/metrics`."""
     return await asyncio.to_thread(render_json, telemetry.prometheus_registry)
