@@ -193,11 +193,14 @@ def test_service_and_monitor_reach_the_pods() -> None:
 
 
 def pod_environment(overrides: dict[str, str]) -> dict[str, str]:
-    """The variables a pod gets: the ConfigMap, `overrides`, and test values for the Secret."""
+    """The variables a pod gets: the ConfigMap, `overrides`, and test values for the Secret.
+
+    Optional Secret keys (the Stripe ones) are left out, as in a Secret that lacks them.
+    """
     environment = {**load("configmap.yaml")["data"], **overrides}
     for variable in container(load("deployment.yaml"))["env"]:
         reference = variable.get("valueFrom", {}).get("secretKeyRef")
-        if reference is not None:
+        if reference is not None and not reference.get("optional", False):
             environment[variable["name"]] = SECRET_VALUES[reference["key"]]
     return environment
 
