@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
+from opentelemetry.trace import NoOpTracerProvider
 from pydantic import ValidationError
 
 from app.accounts.credits import MAX_GRANT_CREDITS
 from app.accounts.keys import KeyMode, describe_key
 from app.api.schemas.images import ImageGenerationCreate
 from app.billing.catalog import is_sellable_plan, pack_item, plan_item, sync_catalog
+from app.billing.gateway import StripeGateway
 from app.container import Services, build_backends, build_services
 from app.errors import ServiceError
 from app.generation.backend import ImageSpec
@@ -235,19 +237,26 @@ async def command_credits_grant(settings: Settings, args: argparse.Namespace) ->
 
 
 async def command_stripe_sync(settings: Settings, args: argparse.Namespace) -> None:
-    async with open_services(settings) as services:
-        gateway = services.billing.gateway
-        if gateway is None:
-            raise CommandError(
-                f"billing is not configured: set {' and '.join(services.billing.missing_settings)}"
-            )
-        currency = settings.currency
-        plans = await services.plans.list()
-        items = [plan_item(plan, currency) for plan in plans if is_sellable_plan(plan)]
-        items += [pack_item(pack, currency) for pack in await services.plans.packs()]
-        # Plans that are no longer sold lose their price; subscriptions on it keep running.
-        retired = [plan_item(plan, currency) for plan in plans if not is_sellable_plan(plan)]
-        outcomes = await sync_catalog(gateway, items, retired)
+    # Only the API key is needed: the webhook secret exists once the endpoint is set up, which
+    # comes after the prices.
+    if settings.stripe_secret_key is None:
+        raise CommandError("set VISIONCRAFT_STRIPE_SECRET_KEY to sync the prices to Stripe")
+    gateway = StripeGateway(
+        settings.stripe_secret_key.get_secret_value(),
+        tracer_provider=NoOpTracerProvider(),
+        api_base=settings.stripe_api_base,
+    )
+    try:
+        async with open_services(settings) as services:
+            currency = settings.currency
+            plans = await services.plans.list()
+            items = [plan_item(plan, currency) for plan in plans if is_sellable_plan(plan)]
+            items += [pack_item(pack, currency) for pack in await services.plans.packs()]
+            # Plans that are no longer sold lose their price; subscriptions on it keep running.
+            retired = [plan_item(plan, currency) for plan in plans if not is_sellable_plan(plan)]
+            outcomes = await sync_catalog(gateway, items, retired)
+    finally:
+        await gateway.aclose()
     for outcome in outcomes:
         print(outcome.describe())
     changed = sum(outcome.action != "unchanged" for outcome in outcomes)

@@ -111,5 +111,22 @@ class OutboxMailer:
     def _write(self, message: EmailMessage) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{time.time_ns()}-{make_msgid().strip('<>').split('@')[0]}.eml"
-        path.write_bytes(bytes(message))
+        path.write_bytes(bytes(readable_copy(message)))
         return path
+
+
+def readable_copy(message: EmailMessage) -> EmailMessage:
+    """Return the message with its text as plain UTF-8 lines (8bit, unwrapped).
+
+    A developer opens outbox files in an editor and copies links out of them, which quoted-
+    printable encoding breaks with `=3D` and soft line breaks.
+    """
+    body = message.get_body(preferencelist=("plain",))
+    if body is None or message.is_multipart():
+        return message
+    copy = EmailMessage()
+    for name, value in message.items():
+        if name.lower() not in {"content-type", "content-transfer-encoding", "mime-version"}:
+            copy[name] = value
+    copy.set_content(body.get_content(), cte="8bit")
+    return copy

@@ -181,7 +181,7 @@ def test_user_cannot_get_admin_scope(client: TestClient, settings: Settings) -> 
     )
 
     assert response.status_code == 403
-    assert response.json()["code"] == "scope_not_held"
+    assert response.json()["code"] == "admin_scope_not_allowed"
 
 
 def test_admin_account_key_without_admin_scope_cannot_mint_one(
@@ -296,3 +296,15 @@ def test_plans_catalog_is_public(client: TestClient) -> None:
     assert [plan["name"] for plan in body["plans"]] == ["free", "pro", "enterprise"]
     assert body["plans"][1]["price"] == 2980
     assert [pack["credits"] for pack in body["packs"]] == [100, 500, 2000]
+
+
+def test_unknown_scope_is_422_not_403(client: TestClient, settings: Settings) -> None:
+    _, user = create_account_key(settings, "ann@example.com")
+
+    response = client.post(
+        "/api/v1/keys", json={"name": "x", "scopes": ["bogus"]}, headers=bearer(user)
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_scope"
+    assert "'bogus'" in response.json()["detail"]

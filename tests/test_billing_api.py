@@ -328,11 +328,11 @@ def test_stripe_calls_get_client_spans(fake_stripe: FakeStripeAPI) -> None:
 
 
 def run_cli(data_dir: Path, fake: FakeStripeAPI, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with the Stripe API key only, as the README's set-up order has it."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("VISIONCRAFT_")}
     env.update(
         VISIONCRAFT_DATA_DIR=str(data_dir),
         VISIONCRAFT_STRIPE_SECRET_KEY=TEST_SECRET_KEY,
-        VISIONCRAFT_STRIPE_WEBHOOK_SECRET="whsec_cli",
         VISIONCRAFT_STRIPE_API_BASE=fake.base_url,
     )
     return subprocess.run(

@@ -572,7 +572,9 @@ def test_admin_sees_accounts_usage_and_contact_message(
     page.locator("#usage details summary").click()
     expect(page.locator(".usage-table")).to_contain_text("free")
     expect(page.locator(".outcomes-table tbody tr").first).to_contain_text("0.0 %")
-    expect(page.locator("#revenue-summary")).to_contain_text("mrr")
+    expect(page.locator("#revenue-summary")).to_contain_text("MRR")
+    expect(page.locator("#revenue-summary")).to_contain_text("Active subscriptions")
+    expect(page.locator("#health-checks")).to_contain_text("database:responseTime: pass")
     expect(page.locator("#health-status")).not_to_have_text("Loading…")
     expect(page.locator("#messages")).to_contain_text("Can I pay by invoice?")
 

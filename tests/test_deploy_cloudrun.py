@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from test_deploy_compose import assert_otlp_protocol_fits_port
 
 from app.settings import Settings
 
@@ -32,10 +33,10 @@ PLACEHOLDERS = {
     "${SUBNET}": "default",
     "${SELLER_NAME}": "VisionCraft KK",
     "${SELLER_REPRESENTATIVE}": "Hanako Yamada",
-    "${SELLER_ADDRESS}": "1-2-3 Shibuya, Tokyo",
+    "${SELLER_ADDRESS}": "#1 Shibuya: Tokyo",  # a YAML comment sign and a colon, quoted
     "${SELLER_PHONE}": "+81-3-0000-0000",
     "${SELLER_EMAIL}": "support@visioncraft.example.com",
-    "${SELLER_PRICES_NOTE}": "Prices include tax.",
+    "${SELLER_PRICES_NOTE}": "Prices: tax included.",
     "${SELLER_PAYMENT_METHODS}": "Credit card (Stripe)",
     "${SELLER_DELIVERY_TIMING}": "Credits are available at once after payment.",
     "${SELLER_RETURNS_POLICY}": "Unused credit packs can be refunded within 8 days.",
@@ -151,6 +152,7 @@ def test_collector_sidecar_starts_first(service: dict[str, Any]) -> None:
     assert environment(containers_by_name(service)["app"])["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
         "http://localhost:4317"
     )
+    assert_otlp_protocol_fits_port(environment(containers_by_name(service)["app"]))
 
 
 def test_service_reaches_private_network(service: dict[str, Any]) -> None:
@@ -216,3 +218,16 @@ def test_bucket_lifecycle_outlasts_retention(tmp_path: Path) -> None:
 
     assert rule["action"] == {"type": "Delete"}
     assert rule["condition"]["age"] == retention_days + 1
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.ja.md"])
+def test_readme_exports_every_placeholder(readme: str) -> None:
+    text = (CLOUDRUN.parents[1] / readme).read_text()
+    exported = set(re.findall(r"\b([A-Z_]+)=", " ".join(re.findall(r"export (.*)", text))))
+    placeholders = {
+        name
+        for manifest in ("service.yaml", "migrate-job.yaml")
+        for name in re.findall(r"\$\{([A-Z_]+)\}", (CLOUDRUN / manifest).read_text())
+    }
+
+    assert placeholders - exported == set()

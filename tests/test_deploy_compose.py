@@ -321,3 +321,26 @@ def test_wheel_contains_migrations(tmp_path: Path) -> None:
     assert "app/storage/migrations/versions/0001_core_tables.py" in names
     assert "app/storage/migrations/script.py.mako" in names
     assert "app/storage/gcs.py" in names
+
+
+# The collector listens for OTLP over gRPC on 4317 and over HTTP on 4318.
+PROTOCOL_OF_PORT = {"4317": "grpc", "4318": "http/protobuf"}
+
+
+def assert_otlp_protocol_fits_port(environment: dict[str, str]) -> None:
+    """Fail when the SDK would speak another OTLP protocol than the port's receiver expects."""
+    from telemetry import TelemetryEnvironment
+
+    port = environment["OTEL_EXPORTER_OTLP_ENDPOINT"].rsplit(":", 1)[1].strip("/")
+    protocols = TelemetryEnvironment.from_environ(environment).otlp_protocols
+    assert protocols, "no signal exports over OTLP"
+    for signal, protocol in protocols.items():
+        assert protocol == PROTOCOL_OF_PORT[port], (signal, protocol, port)
+
+
+def test_app_speaks_the_collector_ports_protocol(compose: dict[str, Any]) -> None:
+    environment = {
+        name: str(value) for name, value in compose["services"]["app"]["environment"].items()
+    }
+
+    assert_otlp_protocol_fits_port(environment)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_tool
+from test_deploy_compose import assert_otlp_protocol_fits_port
 
 from app.settings import SELLER_SETTINGS, Environment, ImageStoreName, Settings
 
@@ -230,3 +231,7 @@ def test_config_as_shipped_names_what_to_fill_in(monkeypatch: pytest.MonkeyPatch
         settings_from(environment, monkeypatch).check_seller_details()
 
     assert "VISIONCRAFT_SELLER_RETURNS_POLICY" in str(raised.value)
+
+
+def test_pods_speak_the_collector_ports_protocol() -> None:
+    assert_otlp_protocol_fits_port(pod_environment({}))

@@ -402,7 +402,14 @@ def test_outbox_keeps_mail_without_smtp_url(tmp_path: Path) -> None:
     files = list((tmp_path / "outbox").glob("*.eml"))
 
     assert len(files) == 1
-    assert b"To: lee@example.com" in files[0].read_bytes()
+    content = files[0].read_text()
+    assert "To: lee@example.com" in content
+    # The link stands whole on one line, so that a developer can copy it from the file.
+    links = [line for line in content.splitlines() if "/verify-email?token=" in line]
+    assert len(links) == 1
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        verified = client.get(links[0].strip(), follow_redirects=False)
+    assert verified.headers["location"] == "/login?verified=1"
 
 
 @pytest.mark.anyio

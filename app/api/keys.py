@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.accounts.keys import DEFAULT_SCOPES, KeyMode, describe_key
+from app.accounts.keys import DEFAULT_SCOPES, KeyMode, describe_key, parse_scopes
 from app.api.deps import KeyManagerDep, ServicesDep
 from app.api.schemas.accounts import KeyCreate, KeyCreatedPublic, KeyListPublic, KeyPublic
 from app.errors import PermissionDeniedError
@@ -28,6 +28,7 @@ async def create_key(
     body: KeyCreate, principal: KeyManagerDep, services: ServicesDep
 ) -> KeyCreatedPublic:
     requested = body.scopes if body.scopes is not None else [s.value for s in DEFAULT_SCOPES]
+    parse_scopes(requested, account_role=principal.role)  # unknown names first: a 422
     not_held = sorted(set(requested) - principal.scopes)
     if not_held:
         # A key may hand on only what it holds, so that no key can mint a stronger one.

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.accounts.keys import Scope
+from app.accounts.sessions import SessionAccount
 from app.api.deps import ServicesDep, bearer_token
 from app.api.telemetry import LIVENESS_PATH, READINESS_PATH
 from app.errors import AuthenticationError
@@ -188,14 +189,16 @@ def _phase_notes(lifecycle: Lifecycle) -> list[str]:
 
 
 async def _caller_is_admin(request: Request, services: ServicesDep) -> tuple[bool, str | None]:
-    """Tell whether the request carries an admin's key with the admin scope.
+    """Tell whether the request carries an admin's key with the admin scope, or an admin's session.
 
     No key means an anonymous caller; a bad key is a 401 as on every route. When the database
     cannot check the key, the caller gets the brief report and a note that explains why.
     """
     token = bearer_token(request)
     if token is None:
-        return False, None
+        # An admin's browser session (the admin page) sees the details too; reading needs no CSRF.
+        session = getattr(request.state, "session_account", None)
+        return isinstance(session, SessionAccount) and session.role == "admin", None
     try:
         principal = await services.keys.authenticate(token)
     except (SQLAlchemyError, OSError):

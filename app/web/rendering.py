@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+from babel.numbers import format_decimal
 from babel.support import NullTranslations
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -32,8 +33,13 @@ PRODUCT_NAME = "VisionCraftAI"
 OPENGRAPH_LOCALES = {"en": "en_US", "ja": "ja_JP"}
 
 
-def build_environment(translations: NullTranslations, static: StaticFiles) -> jinja2.Environment:
-    """Build the template environment of one language; every template is autoescaped."""
+def build_environment(
+    translations: NullTranslations, static: StaticFiles, locale: str = "en"
+) -> jinja2.Environment:
+    """Build the template environment of one language; every template is autoescaped.
+
+    The `number` filter writes an integer with the language's digit grouping ("15,000").
+    """
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
@@ -46,6 +52,7 @@ def build_environment(translations: NullTranslations, static: StaticFiles) -> ji
     environment.globals["static"] = static.url
     environment.globals["product_name"] = PRODUCT_NAME
     environment.globals["og_locales"] = OPENGRAPH_LOCALES
+    environment.filters["number"] = lambda value: format_decimal(value, locale=locale)
     return environment
 
 

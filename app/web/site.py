@@ -34,7 +34,8 @@ def build_site(settings: Settings) -> WebSite:
     static = StaticFiles()
     translations = {locale: load_translations(locale) for locale in SUPPORTED_LOCALES}
     environments = {
-        locale: build_environment(translations[locale], static) for locale in SUPPORTED_LOCALES
+        locale: build_environment(translations[locale], static, locale)
+        for locale in SUPPORTED_LOCALES
     }
     base_url = settings.resolved_public_base_url
     csrf = CsrfProtector(settings.resolved_secret_key)

@@ -67,7 +67,7 @@
   const unavailable = (result) => result.status === 404 || result.status === 503;
 
   // The revenue route answers `currency`, `mrr`, `mrr_by_plan`, `subscriptions` (active and
-  // past-due counts) and a per-UTC-day `data` series; top-level values are listed as they come.
+  // past-due counts) and a per-UTC-day `data` series of counts and amounts.
   const showRevenue = async () => {
     const status = document.getElementById("revenue-status");
     const result = await api.call("GET", "/api/v1/admin/revenue");
@@ -80,25 +80,37 @@
       return;
     }
     status.textContent = "";
-    const summary = document.getElementById("revenue-summary");
     const body = result.body;
-    for (const [name, value] of Object.entries(body)) {
-      if (typeof value === "number" || typeof value === "string") {
-        addDetail(summary, name, value);
-      } else if (value && typeof value === "object" && !Array.isArray(value)) {
-        addDetail(summary, name, Object.entries(value).map(([key, item]) => `${key}: ${item}`).join(", "));
-      }
+    // Amounts are integers in the currency's smallest unit; Intl knows how many decimals it has.
+    const money = new Intl.NumberFormat(messages.locale || undefined, {
+      style: "currency",
+      currency: String(body.currency || "jpy").toUpperCase(),
+    });
+    const decimals = money.resolvedOptions().maximumFractionDigits;
+    const amount = (value) => money.format(value / 10 ** decimals);
+    const days = Array.isArray(body.data) ? body.data : [];
+    const summary = document.getElementById("revenue-summary");
+    addDetail(summary, messages.messageMrr, amount(body.mrr || 0));
+    for (const plan of body.mrr_by_plan || []) {
+      addDetail(summary, `${messages.messageMrr} · ${plan.plan}`, amount(plan.mrr));
     }
+    addDetail(summary, messages.messageActiveSubscriptions, (body.subscriptions || {}).active || 0);
+    addDetail(summary, messages.messagePastDueSubscriptions, (body.subscriptions || {}).past_due || 0);
+    addDetail(summary, messages.messageRevenueTotal, amount(days.reduce((sum, day) => sum + (day.revenue || 0), 0)));
     summary.hidden = false;
-    const series = body.series || body.days || body.data;
-    if (Array.isArray(series) && series.length > 0) {
+    if (days.length > 0) {
       document.getElementById("revenue-box").hidden = false;
-      const fields = Object.keys(series[0]).filter((key) => typeof series[0][key] === "number");
+      const series = [
+        ["payments", messages.messagePayments],
+        ["failed_payments", messages.messageFailedPayments],
+        ["packs_sold", messages.messagePacksSold],
+        ["refunds", messages.messageRefunds],
+      ];
       chart("revenue-chart", {
         type: "line",
         data: {
-          labels: series.map((point) => String(point.date || point.day || "").slice(5)),
-          datasets: fields.map((field) => ({ label: field, data: series.map((point) => point[field]) })),
+          labels: days.map((day) => String(day.date || "").slice(5)),
+          datasets: series.map(([field, label]) => ({ label, data: days.map((day) => day[field] || 0) })),
         },
       });
     }
@@ -122,10 +134,16 @@
     const checks = body.checks || body.components || {};
     const list = document.getElementById("health-checks");
     const entries = Array.isArray(checks) ? checks.map((check) => [check.name, check]) : Object.entries(checks);
-    for (const [name, check] of entries) {
+    for (const [name, value] of entries) {
+      // The health format keys checks by `component:measurement`, each an array of results.
+      const check = Array.isArray(value) ? value[0] || {} : value;
       const state = typeof check === "string" ? check : check.status;
-      const detail = typeof check === "object" && check.detail ? ` (${check.detail})` : "";
-      list.append(api.element("li", `check check-${state}`, `${name}: ${state}${detail}`));
+      const observed =
+        check.observedValue !== undefined && check.observedValue !== null
+          ? ` ${check.observedValue}${check.observedUnit ? ` ${check.observedUnit}` : ""}`
+          : "";
+      const output = check.output ? ` (${check.output})` : "";
+      list.append(api.element("li", `check check-${state}`, `${name}: ${state}${observed}${output}`));
     }
     list.hidden = entries.length === 0;
   };
