@@ -251,10 +251,9 @@ def test_forced_failures_fire_alerts(scraped_stack: Stack) -> None:
     prometheus = scraped_stack.prometheus
     # The image store check writes under health/; a file in its place makes it fail.
     health_folder = scraped_stack.data_dir / "images" / "health"
-    shutil.rmtree(health_folder, ignore_errors=True)
     expected = {"VisionCraftNotReady", "VisionCraftBackendRateLimited"}
     before = prometheus.firing_alerts()
-    health_folder.write_bytes(b"")
+    _replace_with_file(health_folder)
     scraped_stack.traffic.send_rate_limited(RATE_LIMITED_BURST)
 
     deadline = time.monotonic() + ALERT_WAIT_S
@@ -270,6 +269,20 @@ def test_forced_failures_fire_alerts(scraped_stack: Stack) -> None:
     ]
     assert firing["VisionCraftNotReady"][0]["severity"] == "critical"
     assert "VisionCraftDown" not in firing
+
+
+def _replace_with_file(folder: Path) -> None:
+    """Put an empty file where `folder` is. A health check running in the background may make
+    the folder again between the removal and the write, so try again until the file is there."""
+    deadline = time.monotonic() + 10
+    while True:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.write_bytes(b"")
+            return
+        except IsADirectoryError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _values(results: dict[str, list[dict[str, Any]]], source: str) -> list[float]:
