@@ -195,6 +195,8 @@ def create_app(
         quiet_paths=UNOBSERVED_PATHS,
         body_limits={f"{API_PREFIX}{billing.WEBHOOK_PATH}": WEBHOOK_MAX_BODY_BYTES},
     )
-    # Added last, so it is outermost and also covers the request middleware's own responses.
+    # Outside the request middleware, so it also covers that middleware's own responses.
     app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
+    # Added last, so it runs first: the probes answer before all of the middleware above.
+    app.add_middleware(monitoring.ProbeResponder)
     return app

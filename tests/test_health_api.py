@@ -89,6 +89,16 @@ def test_liveness_answers_pass(client: TestClient) -> None:
     assert response.json() == {"status": "pass"}
 
 
+@pytest.mark.parametrize("path", ["/api/v1/monitoring/liveness", "/api/v1/monitoring/readiness"])
+def test_probe_paths_route_other_methods_as_usual(client: TestClient, path: str) -> None:
+    # GET is answered ahead of the middleware; other methods reach the router.
+    response = client.post(path)
+
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"] == "GET"
+
+
 def test_readiness_passes_with_healthy_checks(client: TestClient) -> None:
     response = client.get(READINESS)
 

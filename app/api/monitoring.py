@@ -20,6 +20,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from app.accounts.keys import Scope
 from app.accounts.sessions import SessionAccount
@@ -149,6 +151,28 @@ async def readiness(request: Request) -> Response:
         output = f"critical checks fail: {', '.join(failing)}"
         return health_response({"status": "fail", "output": output, "failing": failing}, 503)
     return Response(content=PASS_BODY, media_type=HEALTH_MEDIA_TYPE, headers=NO_STORE)
+
+
+class ProbeResponder:
+    """Answers GET of the two probes before any other middleware and the router.
+
+    Kubernetes probes every pod every few seconds, and a probe must stay fast while the pod is
+    busy; the probes are already kept out of traces, metrics and the access log. Their routes
+    stay registered, so they appear in the OpenAPI document and answer any other method there.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            if scope["path"] == LIVENESS_PATH:
+                await (await liveness())(scope, receive, send)
+                return
+            if scope["path"] == READINESS_PATH:
+                await (await readiness(Request(scope, receive)))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @api_router.get("/health", response_class=Response)
