@@ -226,3 +226,24 @@ def test_prompt_recorded_only_when_capture_is_on(
     assert failure.attributes["prompt"] == content
     blocks = 'visioncraft_safety_blocks_total{backend="gemini",stage="input"} 1.0'
     assert blocks in metrics
+
+
+def test_unsampled_request_makes_no_statement_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, otlp_receiver: OtlpReceiver
+) -> None:
+    export_to(monkeypatch, otlp_receiver.grpc_endpoint, "grpc")
+    settings = make_settings(tmp_path)
+    sampled = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    unsampled = "00-" + "3" * 32 + "-" + "4" * 16 + "-00"
+    with TestClient(create_app(settings)) as client:
+        key = create_key(settings)
+        for traceparent in (unsampled, sampled):
+            response = client.get(
+                "/api/v1/account",
+                headers={"Authorization": f"Bearer {key}", "traceparent": traceparent},
+            )
+            assert response.status_code == 200
+
+    traces = {span.trace_id for span in otlp_receiver.spans if span.name == "SELECT sqlite"}
+    assert "1" * 32 in traces
+    assert "3" * 32 not in traces

@@ -6,9 +6,10 @@ prompts and ids passed as parameters stay out of traces.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider, get_current_span
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPICursor, ExecutionContext
@@ -43,7 +44,11 @@ def trace_statements(engine: AsyncEngine, tracer_provider: TracerProvider) -> No
     ) -> None:
         if context is None:
             return
-        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        parent = get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            # The request's trace is not sampled, so neither is this span: skip its cost.
+            return
+        operation = operation_name(statement)
         span = tracer.start_span(
             f"{operation} {target}",
             kind=SpanKind.CLIENT,
@@ -80,3 +85,9 @@ def trace_statements(engine: AsyncEngine, tracer_provider: TracerProvider) -> No
     event.listen(sync_engine, "before_cursor_execute", before_cursor_execute)
     event.listen(sync_engine, "after_cursor_execute", after_cursor_execute)
     event.listen(sync_engine, "handle_error", handle_error)
+
+
+@functools.lru_cache(maxsize=512)
+def operation_name(statement: str) -> str:
+    """The statement's first keyword (SELECT, INSERT, ...); the app runs few distinct ones."""
+    return statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
