@@ -19,8 +19,8 @@ run: $(STAMP)
 	$(BIN)/visioncraft serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check app telemetry tests
-	$(BIN)/ruff format --check app telemetry tests
+	$(BIN)/ruff check app telemetry tests bench
+	$(BIN)/ruff format --check app telemetry tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy app telemetry
@@ -29,6 +29,12 @@ pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The benchmarks of bench/ (not part of `make test`): about 9 minutes on 2 cores. They send
+# their load with `hey` (apt-get install hey) and need the two peers of the bench extra.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Write .env with new random secrets for docker-compose.yml; an existing .env is kept.
 stack-env:
