@@ -197,6 +197,6 @@ def create_app(
     )
     # Outside the request middleware, so it also covers that middleware's own responses.
     app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
-    # Added last, so it runs first: the probes answer before all of the middleware above.
+    # Added last, so it runs first and handles the probes before all of the middleware above.
     app.add_middleware(monitoring.ProbeResponder)
     return app

@@ -91,7 +91,7 @@ def test_liveness_answers_pass(client: TestClient) -> None:
 
 @pytest.mark.parametrize("path", ["/api/v1/monitoring/liveness", "/api/v1/monitoring/readiness"])
 def test_probe_paths_route_other_methods_as_usual(client: TestClient, path: str) -> None:
-    # GET is answered ahead of the middleware; other methods reach the router.
+    # GET is handled ahead of the middleware, and other methods reach the router.
     response = client.post(path)
 
     assert response.status_code == 405

@@ -78,8 +78,8 @@ def test_page_sets_httponly_csrf_cookie(client: TestClient) -> None:
     assert "httponly" in cookie.lower()
     assert "samesite=lax" in cookie.lower()
     assert "secure" not in cookie.lower()  # plain HTTP on 127.0.0.1
-    # The meta tag (for script calls) and the form carry the same token; both come from one
-    # response, since a token issued a second later differs.
+    # The meta tag (for script calls) and the form carry the same token. Both are read from one
+    # response, because a token issued a second later differs.
     meta = re.search(r'<meta name="csrf-token" content="([^"]+)">', response.text)
     form = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
     assert meta and form
