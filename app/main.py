@@ -189,14 +189,15 @@ def create_app(
         lifecycle=app.state.lifecycle,
         open_paths=monitoring.MONITORING_PATHS,
     )
+    # The probes skip the gate (always open to them), the session lookup and the router, but
+    # still get a request id and the security headers of every response.
+    app.add_middleware(monitoring.ProbeResponder)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_request_bytes,
         quiet_paths=UNOBSERVED_PATHS,
         body_limits={f"{API_PREFIX}{billing.WEBHOOK_PATH}": WEBHOOK_MAX_BODY_BYTES},
     )
-    # Outside the request middleware, so it also covers that middleware's own responses.
+    # Added last, so it is outermost and also covers the request middleware's own responses.
     app.add_middleware(SecurityHeadersMiddleware, trusted_proxies=settings.trusted_proxies)
-    # Added last, so it runs first and handles the probes before all of the middleware above.
-    app.add_middleware(monitoring.ProbeResponder)
     return app

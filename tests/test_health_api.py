@@ -87,16 +87,22 @@ def test_liveness_answers_pass(client: TestClient) -> None:
     assert response.headers["content-type"] == HEALTH_MEDIA_TYPE
     assert response.headers["cache-control"] == "no-store"
     assert response.json() == {"status": "pass"}
+    # Handled ahead of the router, the probes still carry what every response carries.
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize("path", ["/api/v1/monitoring/liveness", "/api/v1/monitoring/readiness"])
 def test_probe_paths_route_other_methods_as_usual(client: TestClient, path: str) -> None:
-    # GET is handled ahead of the middleware, and other methods reach the router.
+    # GET and HEAD are handled ahead of the middleware, and other methods reach the router.
+    head = client.head(path)
     response = client.post(path)
 
+    assert head.status_code == 200
+    assert head.content == b""
     assert response.status_code == 405
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.headers["allow"] == "GET"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}
 
 
 def test_readiness_passes_with_healthy_checks(client: TestClient) -> None:

@@ -123,13 +123,13 @@ def health_response(document: dict[str, Any], status_code: int) -> Response:
     )
 
 
-@api_router.get("/liveness", response_class=Response)
+@api_router.api_route("/liveness", methods=["GET", "HEAD"], response_class=Response)
 async def liveness() -> Response:
     """Return 200 while the process and its event loop run; no dependency is checked."""
     return Response(content=PASS_BODY, media_type=HEALTH_MEDIA_TYPE, headers=NO_STORE)
 
 
-@api_router.get("/readiness", response_class=Response)
+@api_router.api_route("/readiness", methods=["GET", "HEAD"], response_class=Response)
 async def readiness(request: Request) -> Response:
     """Return 200 while serving with every critical check passing; 503 names what fails."""
     lifecycle: Lifecycle = request.app.state.lifecycle
@@ -154,7 +154,7 @@ async def readiness(request: Request) -> Response:
 
 
 class ProbeResponder:
-    """Answers GET of the two probes before any other middleware and the router.
+    """Answers GET and HEAD of the two probes before the session middleware and the router.
 
     Kubernetes probes every pod every few seconds, and a probe must stay fast while the pod is
     busy; the probes are already kept out of traces, metrics and the access log. Their routes
@@ -165,7 +165,7 @@ class ProbeResponder:
         self.app = app
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             if scope["path"] == LIVENESS_PATH:
                 await (await liveness())(scope, receive, send)
                 return
