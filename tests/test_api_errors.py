@@ -94,6 +94,14 @@ def test_non_json_body_is_400(client: TestClient, auth: dict[str, str]) -> None:
     )
 
     _assert_problem(response.status_code, response.json(), 400, "invalid_json")
+    assert "at character 17" in response.json()["detail"]
+
+
+def test_second_bad_field_is_counted(client: TestClient, auth: dict[str, str]) -> None:
+    body = {"prompt": "cat", "n": 0, "seed": -1}
+    detail = client.post(GENERATIONS, json=body, headers=auth).json()["detail"]
+
+    assert detail.endswith("(1 more problem in `errors`)")
 
 
 def test_wrong_content_type_is_415(client: TestClient, auth: dict[str, str]) -> None:
@@ -243,6 +251,7 @@ def test_get_on_generations_is_405(client: TestClient, auth: dict[str, str]) -> 
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
     assert response.headers["allow"] == "POST"
+    assert response.json()["detail"].endswith("Use POST.")
 
 
 def test_unknown_field_lists_accepted_fields(client: TestClient, auth: dict[str, str]) -> None:

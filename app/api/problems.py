@@ -257,12 +257,15 @@ async def handle_validation_error(request: Request, error: Exception) -> JSONRes
     if any(item.get("type") == "json_invalid" for item in problems):
         reason = next(item for item in problems if item.get("type") == "json_invalid")
         context = reason.get("ctx") or {}
+        location = reason.get("loc", ())
+        # FastAPI puts the parser's character offset after "body" in the location.
+        where = f" at character {location[1]}" if len(location) > 1 else ""
         return problem_response(
             request,
             status=400,
             code="invalid_json",
-            detail=f"The request body is not valid JSON ({context.get('error', 'parse error')}). "
-            "Send a JSON object.",
+            detail=f"The request body is not valid JSON ({context.get('error', 'parse error')}"
+            f"{where}). Send a JSON object.",
         )
     accepted = _accepted_fields(request)
     fields = []
@@ -272,7 +275,10 @@ async def handle_validation_error(request: Request, error: Exception) -> JSONRes
             {"field": field, "message": _describe(item, field, accepted), "type": item.get("type")}
         )
     first = fields[0]
-    more = f" ({len(fields) - 1} more problems in `errors`)" if len(fields) > 1 else ""
+    others = len(fields) - 1
+    more = (
+        f" ({others} more {'problem' if others == 1 else 'problems'} in `errors`)" if others else ""
+    )
     return problem_response(
         request,
         status=422,
@@ -306,7 +312,9 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
         detail = str(error.detail)
         code = "request_too_large"
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
+        allowed = (error.headers or {}).get("Allow")
+        use = f" Use {allowed}." if allowed else ""
+        detail = f"{request.method} is not allowed on {request.url.path}.{use}"
         code = "method_not_allowed"
     else:
         detail = str(error.detail)

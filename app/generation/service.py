@@ -472,7 +472,10 @@ class GenerationService:
             async with self._sessions() as session:
                 image = await session.get(Image, image_id)
         if image is None or (account_id is not None and image.account_id != account_id):
-            raise NotFoundError(f"No image with id {image_id!r}.", code="image_not_found")
+            raise NotFoundError(
+                f"No image with id {image_id!r}. List your images with GET /api/v1/images.",
+                code="image_not_found",
+            )
         return image
 
     async def read_content(self, image: Image) -> bytes:
