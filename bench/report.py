@@ -203,7 +203,8 @@ class Report:
             lines += [f"| {name} | {value} |" for name, value in self.facts.items()]
         return "\n".join(lines) + "\n"
 
-    def save(self, folder: Path) -> tuple[Path, Path]:
+    def save(self, folder: Path) -> list[Path]:
+        """Write the run as JSON and Markdown, and its latency plot when there are latencies."""
         folder.mkdir(parents=True, exist_ok=True)
         stem = self.started.replace(":", "").replace("+0000", "Z")
         data = {
@@ -217,10 +218,12 @@ class Report:
         json_path.write_text(json.dumps(data, indent=2) + "\n")
         markdown_path = folder / f"{stem}.md"
         markdown_path.write_text(self.to_markdown())
+        written = [json_path, markdown_path]
         if self.latencies:
             title = f"Latency percentiles, run {self.started}"
             plot_latencies(self.latencies, title, folder / f"{stem}.png")
-        return json_path, markdown_path
+            written.append(folder / f"{stem}.png")
+        return written
 
 
 def _number(value: float, unit: str) -> str:
