@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -167,6 +168,19 @@ class Report:
         self.rows.append(row)
         log(f"  {_line(row)}")
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """Rebuild a saved run, to render its Markdown again."""
+        fields = {name: value for name, value in Row.__dataclass_fields__.items() if value.init}
+        rows = [Row(**{key: row[key] for key in fields if key in row}) for row in data["rows"]]
+        return cls(
+            rows=rows,
+            facts=data["facts"],
+            started=data["started"],
+            machine=data["machine"],
+            latencies=data.get("latencies_ms", {}),
+        )
+
     def add_latencies(self, scenario: str, side: str, latencies_ms: list[float]) -> None:
         ordered = sorted(latencies_ms)
         self.latencies.setdefault(scenario, {})[side] = {
@@ -175,31 +189,25 @@ class Report:
         }
 
     def to_markdown(self) -> str:
+        """Render the run as Markdown: the machine, a table per scenario, then the facts."""
         host = self.machine
         lines = [
             f"Run {self.started} on {host['usable_cpus']} usable CPUs ({host['cpu_model']}), "
             f"{host['memory_gb']} GB, Python {host['python']}; load average at start "
             f"{host['load_average_at_start']}.",
-            "",
-            "| scenario | quantity | sides (medians) | result | spread over repetitions | target "
-            "| verdict |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for row in self.rows:
-            low, high = row.spread
-            verdict = row.verdict + (f" ({row.note})" if row.note else "")
-            sides = "<br>".join(
-                f"{name}: {_number(statistics.median(values), row.side_unit)}"
-                for name, values in row.sides.items()
-                if len(row.sides) > 1
-            )
-            lines.append(
-                f"| {row.scenario} | {row.quantity} | {sides} | {_number(row.result, row.unit)} | "
-                f"{_number(low, row.unit)} to {_number(high, row.unit)} | {row.target} | "
-                f"{verdict} |"
-            )
+        scenarios = list(dict.fromkeys(row.scenario for row in self.rows))
+        for scenario in scenarios:
+            lines += [
+                "",
+                f"### {scenario}",
+                "",
+                "| quantity | ours | compared with | result | spread | target | verdict |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            lines += [_table_line(row) for row in self.rows if row.scenario == scenario]
         if self.facts:
-            lines += ["", "| measured | value |", "|---|---|"]
+            lines += ["", "### Other measurements", "", "| measured | value |", "|---|---|"]
             lines += [f"| {name} | {value} |" for name, value in self.facts.items()]
         return "\n".join(lines) + "\n"
 
@@ -232,6 +240,21 @@ def _number(value: float, unit: str) -> str:
     if unit == "req/s":
         return f"{value:.1f} {unit}"
     return f"{value:.2f} {unit}" if abs(value) < 10 else f"{value:.1f} {unit}"
+
+
+def _table_line(row: Row) -> str:
+    """One row of a scenario's table; "ours" and "compared with" are the sides' medians."""
+    low, high = row.spread
+    sides = [
+        f"{name}: {_number(statistics.median(values), row.side_unit)}"
+        for name, values in row.sides.items()
+    ]
+    ours, compared = (sides[0], sides[1]) if len(sides) > 1 else ("", "")
+    verdict = row.verdict + (f" ({row.note})" if row.note else "")
+    return (
+        f"| {row.quantity} | {ours} | {compared} | {_number(row.result, row.unit)} | "
+        f"{_number(low, row.unit)} to {_number(high, row.unit)} | {row.target} | {verdict} |"
+    )
 
 
 def _line(row: Row) -> str:

@@ -673,7 +673,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Small loads: try the harness.")
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append", help="Run these.")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--render", type=Path, metavar="RUN.json", help="Print a saved run's tables and exit."
+    )
     args = parser.parse_args()
+    if args.render is not None:
+        print(Report.from_json(json.loads(args.render.read_text())).to_markdown())
+        return
 
     require_hey()
     # Leave through the `with` blocks on SIGTERM too, so that they stop the servers.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from bench.load import parse_csv
-from bench.report import MET, MISSED, UNSETTLED, difference_row, ratio_row
+from bench.report import MET, MISSED, UNSETTLED, Report, difference_row, ratio_row
 
 HEY_CSV = """response-time,DNS+dialup,DNS,Request-write,Response-delay,Response-read,status-code,offset
 0.0100,0.0001,0.0000,0.0000,0.0098,0.0001,200,0.0000
@@ -56,3 +59,15 @@ def test_difference_notes_sign_change() -> None:
     assert row.pairs == [-1.0, 1.0]
     assert row.verdict == MET
     assert "changes sign" in row.note
+
+
+def test_saved_run_renders_same_tables(tmp_path: Path) -> None:
+    report = Report()
+    report.add(ratio_row("route", "throughput", {"on": [90.0], "off": [100.0]}), log=print)
+    json_path, markdown_path = report.save(tmp_path)  # no latencies, so no plot
+
+    again = Report.from_json(json.loads(json_path.read_text()))
+
+    assert again.to_markdown() == markdown_path.read_text()
+    assert "### route" in again.to_markdown()
+    assert "| throughput | on: 90.0 req/s | off: 100.0 req/s | 0.900 |" in again.to_markdown()
