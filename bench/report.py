@@ -131,12 +131,12 @@ def value_row(
     at_least: float | None = None,
     target: str = "",
 ) -> Row:
-    """One side's own values, one per repetition or sample."""
+    """Build a row of one side's own values, one per repetition or sample."""
     return Row(scenario, quantity, unit, {quantity: values}, values, target, at_least, at_most)
 
 
 def machine() -> dict[str, object]:
-    """What the numbers depend on: cores, CPU, memory, Python, and the load before the run."""
+    """Describe what the numbers depend on: cores, CPU, memory, Python and the load at the start."""
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -243,7 +243,7 @@ def _number(value: float, unit: str) -> str:
 
 
 def _table_line(row: Row) -> str:
-    """One row of a scenario's table; "ours" and "compared with" are the sides' medians."""
+    """Render one row of a scenario's table, with the median of each side."""
     low, high = row.spread
     sides = [
         f"{name}: {_number(statistics.median(values), row.side_unit)}"

@@ -102,13 +102,14 @@ def alternate(
     return results
 
 
-def check_answers(result: LoadResult, what: str) -> LoadResult:
+def check_answers(result: LoadResult, description: str) -> LoadResult:
     if result.errors:
         statuses = ", ".join(
             f"{count} x {status}" for status, count in sorted(result.statuses.items())
         )
         raise RuntimeError(
-            f"{what}: {result.errors} of {result.requested} requests failed (answers: {statuses})"
+            f"{description}: {result.errors} of {result.requested} requests failed "
+            f"(statuses: {statuses})"
         )
     return result
 
