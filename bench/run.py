@@ -221,6 +221,34 @@ def metrics_render(report: Report, sizes: Sizes) -> None:
             ),
             log,
         )
+    report.add(
+        value_row(
+            "/metrics render",
+            "for scale: prometheus_client alone, 10,000 series of one counter, per render",
+            _prometheus_client_render_ms(10_000, sizes.render_samples),
+            unit="ms",
+        ),
+        log,
+    )
+
+
+def _prometheus_client_render_ms(series: int, samples: int) -> list[float]:
+    """Time prometheus_client writing `series` series of its own counter, with no OpenTelemetry.
+
+    This is the text format's cost alone, the floor under any exposition built on it.
+    """
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registry = CollectorRegistry()
+    counter = Counter("bench_series", "Series for the benchmark.", ["series"], registry=registry)
+    for index in range(series):
+        counter.labels(str(index)).inc()
+    durations = []
+    for _ in range(samples + 2):
+        started = time.perf_counter()
+        generate_latest(registry)
+        durations.append((time.perf_counter() - started) * 1000)
+    return durations[2:]
 
 
 # Over HTTP.
