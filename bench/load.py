@@ -1,14 +1,15 @@
 """The load generator: `hey` in its own process, bounded in requests and time.
 
 `hey` (apt-get install hey) is a small Go program, so the load it sends costs little CPU next to
-the service under test. It writes one CSV row per answered request; a request that got no
-answer (refused, reset, timed out) has no row, and is counted as an error here.
+the service under test. It writes one CSV row per request that received a response. A request
+without a response (refused, reset, timed out) has no row, so it is counted as an error here.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import shutil
 import statistics
 import subprocess
@@ -21,7 +22,7 @@ REQUEST_TIMEOUT_S = 60
 
 @dataclass(frozen=True)
 class LoadResult:
-    """The answered requests of one load run: latencies in milliseconds, sorted, and statuses."""
+    """The responses of one load run: latencies in milliseconds, sorted, and status codes."""
 
     requested: int
     elapsed_s: float
@@ -29,26 +30,23 @@ class LoadResult:
     statuses: Counter[int]
 
     @property
-    def answered(self) -> int:
+    def responded(self) -> int:
         return len(self.latencies_ms)
 
     @property
     def errors(self) -> int:
-        """Requests without an answer, plus answers other than 2xx."""
+        """Requests without a response, plus responses other than 2xx."""
         failed = sum(count for status, count in self.statuses.items() if not 200 <= status < 300)
-        return self.requested - self.answered + failed
+        return self.requested - self.responded + failed
 
     @property
     def throughput(self) -> float:
-        """Answered requests per second over the run's wall time."""
-        return self.answered / self.elapsed_s
+        """Responses per second over the run's wall time."""
+        return self.responded / self.elapsed_s
 
     def percentile(self, fraction: float) -> float:
-        """The latency below which `fraction` of the answered requests fall (nearest rank)."""
-        index = max(
-            0, min(len(self.latencies_ms) - 1, round(fraction * len(self.latencies_ms)) - 1)
-        )
-        return self.latencies_ms[index]
+        """Return the latency below which `fraction` of the responses fall."""
+        return nearest_rank(self.latencies_ms, fraction)
 
     @property
     def p50(self) -> float:
@@ -61,6 +59,12 @@ class LoadResult:
     @property
     def p99(self) -> float:
         return self.percentile(0.99)
+
+
+def nearest_rank(ordered: list[float], fraction: float) -> float:
+    """Return the nearest-rank percentile `fraction` (0 to 1) of the sorted values `ordered`."""
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 def require_hey() -> None:
@@ -108,6 +112,6 @@ def parse_csv(output: str, *, requested: int) -> LoadResult:
         statuses[int(row["status-code"])] += 1
         finished_s = max(finished_s, float(row["offset"]) + latency_s)
     if not latencies_ms:
-        raise RuntimeError(f"hey got no answer to any of {requested} requests")
+        raise RuntimeError(f"hey received no response to any of {requested} requests")
     latencies_ms.sort()
     return LoadResult(requested, finished_s, latencies_ms, statuses)

@@ -9,7 +9,6 @@ whole range falls on one side of the target; otherwise the run does not settle i
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from bench.load import nearest_rank
 from bench.plot import plot_latencies
 
 MET = "met"
@@ -184,8 +184,7 @@ class Report:
     def add_latencies(self, scenario: str, side: str, latencies_ms: list[float]) -> None:
         ordered = sorted(latencies_ms)
         self.latencies.setdefault(scenario, {})[side] = {
-            name: ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
-            for name, fraction in PERCENTILES.items()
+            name: nearest_rank(ordered, fraction) for name, fraction in PERCENTILES.items()
         }
 
     def to_markdown(self) -> str:

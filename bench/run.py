@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -442,7 +442,7 @@ def generation(report: Report, sizes: Sizes, workdir: Path, otlp: str) -> None:
 
 
 def backend_ms(fake: FakeGeminiAPI, since: float) -> list[float]:
-    """How long the fake took to answer each request that arrived after `since`."""
+    """Return how long the fake took to respond to each request that arrived after `since`."""
     return [
         (record.answered_at - record.arrived_at) * 1000
         for record in fake.requests
@@ -716,7 +716,7 @@ def main() -> None:
 
     sizes = Sizes().quick() if args.quick else Sizes()
     if args.repetitions is not None:
-        sizes = Sizes(**{**sizes.__dict__, "repetitions": args.repetitions})
+        sizes = replace(sizes, repetitions=args.repetitions)
 
     report = Report()
     log(f"Machine: {report.machine}")

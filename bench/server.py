@@ -10,7 +10,7 @@ worker), so the variants differ only in the app:
 - `contrib`: the service with its own telemetry off and opentelemetry-instrumentation-fastapi
   added as commonly set up: an SDK tracer provider batching spans to OTLP and a Prometheus
   meter reader.
-- `bare`: a FastAPI app with nothing but the liveness route, answering as the service does.
+- `bare`: a FastAPI app with nothing but the liveness route, returning the service's body.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def contrib_app() -> FastAPI:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    # The service reads OTEL_SDK_DISABLED when it builds its providers; the SDK providers made
+    # The service reads OTEL_SDK_DISABLED when it builds its providers. The SDK providers made
     # below read it too, so it is unset again before they are made.
     os.environ["OTEL_SDK_DISABLED"] = "true"
     app = service_app()

@@ -22,13 +22,14 @@ def test_hey_csv_counts_missing_and_failed_answers() -> None:
 
     assert result.latencies_ms == pytest.approx([10.0, 20.0, 30.0])
     assert result.p50 == pytest.approx(20.0)
-    assert result.errors == 2  # one request without an answer, one 503
+    assert result.p95 == pytest.approx(30.0)  # nearest rank: the 3rd of 3
+    assert result.errors == 2  # one request without a response, one 503
     assert result.elapsed_s == pytest.approx(0.06)  # the 503 started at 40 ms and took 20 ms
     assert result.throughput == pytest.approx(50.0)
 
 
 def test_hey_csv_without_rows_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="no answer to any of 5 requests"):
+    with pytest.raises(RuntimeError, match="no response to any of 5 requests"):
         parse_csv(HEY_CSV.splitlines()[0] + "\n", requested=5)
 
 

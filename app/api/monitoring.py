@@ -154,11 +154,11 @@ async def readiness(request: Request) -> Response:
 
 
 class ProbeResponder:
-    """Answers GET and HEAD of the two probes before the session middleware and the router.
+    """Handles GET and HEAD of the two probes before the session middleware and the router.
 
     Kubernetes probes every pod every few seconds, and a probe must stay fast while the pod is
-    busy; the probes are already kept out of traces, metrics and the access log. Their routes
-    stay registered, so they appear in the OpenAPI document and answer any other method there.
+    busy. Their routes stay registered, so they appear in the OpenAPI document, and the router
+    returns 405 for any other method.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -167,10 +167,12 @@ class ProbeResponder:
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
             if scope["path"] == LIVENESS_PATH:
-                await (await liveness())(scope, receive, send)
+                response = await liveness()
+                await response(scope, receive, send)
                 return
             if scope["path"] == READINESS_PATH:
-                await (await readiness(Request(scope, receive)))(scope, receive, send)
+                response = await readiness(Request(scope, receive))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

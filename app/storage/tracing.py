@@ -89,5 +89,5 @@ def trace_statements(engine: AsyncEngine, tracer_provider: TracerProvider) -> No
 
 @functools.lru_cache(maxsize=512)
 def operation_name(statement: str) -> str:
-    """The statement's first keyword (SELECT, INSERT, ...); the app runs few distinct ones."""
+    """Return the statement's first keyword (SELECT, INSERT, ...), cached per statement text."""
     return statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
